@@ -1,0 +1,68 @@
+"""Build a checked config's components; shared by train_pl.py, train.py and --dry-run."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytorch_lightning as pl
+
+from torchx import callbacks, datasets, wrappers
+from torchx.errors import ConfigError
+
+
+def data_module(cfg: dict) -> pl.LightningDataModule:
+    """The data module, constructed only: no data is read until its setup()."""
+    return datasets.make(cfg["data_module"])
+
+
+def wrapper(cfg: dict) -> pl.LightningModule:
+    return wrappers.make(cfg["train_wrapper"])
+
+
+def user_callbacks(cfg: dict) -> list[pl.Callback]:
+    return [callbacks.make(spec) for spec in cfg.get("callbacks") or []]
+
+
+def checkpoint_args(cfg: dict) -> dict[str, Any]:
+    """The `checkpoint:` section with torchx's defaults (keep last.ckpt)."""
+    args = {"save_last": True}
+    args.update(copy.deepcopy(cfg.get("checkpoint") or {}))
+    return args
+
+
+def apply_gpus(cfg: dict, gpus: list[int] | None) -> dict:
+    """`--gpu 1,2` -> accelerator gpu, devices [1, 2], DDP when more than one; else CPU by default."""
+    params = dict(cfg.get("trainer_params") or {})
+    if gpus:
+        check_gpus(gpus)
+        params.update(accelerator="gpu", devices=gpus)
+        if len(gpus) > 1 and params.get("strategy", "auto") == "auto":
+            params["strategy"] = "ddp"
+    else:
+        params.setdefault("accelerator", "cpu")
+    return {**cfg, "trainer_params": params}
+
+
+def check_gpus(gpus: list[int]) -> None:
+    """CUDA must be there and every asked-for index must exist."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--gpu {','.join(map(str, gpus))}: CUDA is not available on this machine "
+                          f"(torch {torch.__version__}); drop --gpu to train on the CPU")
+    count = torch.cuda.device_count()
+    bad = [g for g in gpus if g >= count]
+    if bad:
+        raise ConfigError(f"--gpu: device {bad[0]} does not exist; this machine has {count} CUDA "
+                          f"device(s): {', '.join(map(str, range(count)))}")
+
+
+def describe(obj: Any) -> str:
+    """One line per component for --dry-run."""
+    if hasattr(obj, "describe"):
+        return obj.describe()
+    params = getattr(obj, "parameters", None)
+    if callable(params):
+        return f"{type(obj).__name__}: {sum(p.numel() for p in params()):,} parameters"
+    return type(obj).__name__

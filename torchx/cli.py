@@ -1,0 +1,177 @@
+"""The command line of train_pl.py and train.py, and `python -m torchx list|config`.
+
+Every mistake in a config or an argument ends here as one line on stderr and exit status 2;
+set TORCHX_DEBUG=1 to see the traceback behind it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from torchx import config as C
+from torchx.errors import ConfigError, TorchxError
+from torchx.run import Run, config_diff, locate, saved_config
+
+EXIT_BAD_INPUT = 2
+
+
+def parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description="Train the experiment a YAML config describes.",
+        epilog="KEY=VALUE overrides use dotted keys and YAML values, e.g. trainer_params.max_epochs=3; "
+               "+KEY=VALUE adds a key the config does not have.")
+    p.add_argument("--config", help="experiment config (YAML)")
+    p.add_argument("--name", help="run name: the run directory is SAVE_DIR/NAME (default: config file stem)")
+    p.add_argument("--gpu", help="CUDA device ids, e.g. 0 or 1,2 (several: DDP); default: CPU")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
+                   help="continue SAVE_DIR/NAME from ckpt/last.ckpt, or from CKPT")
+    p.add_argument("--save-dir", default="./save", help="where run directories go (default: ./save)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check and build everything, print the resolved config, create nothing")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    return p
+
+
+def parse_args(argv: list[str], prog: str) -> argparse.Namespace:
+    args = parser(prog).parse_args(argv)
+    # `--resume a.b=1` means a bare --resume followed by an override, not a checkpoint named a.b=1
+    if isinstance(args.resume, str) and "=" in args.resume and not Path(args.resume).exists():
+        args.overrides.insert(0, args.resume)
+        args.resume = True
+    args.gpus = parse_gpus(args.gpu)
+    return args
+
+
+def parse_gpus(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ConfigError(f"--gpu {text!r} is not a list of CUDA device ids like 0 or 1,2")
+    gpus = [int(p) for p in parts]
+    if len(set(gpus)) != len(gpus):
+        raise ConfigError(f"--gpu {text!r} names a device twice")
+    return gpus
+
+
+def prepare(args: argparse.Namespace) -> Run:
+    """Resolve, import and check the config; find the run directory. Creates nothing."""
+    name = args.name or (Path(args.config).stem if args.config else None)
+    if not name:
+        raise ConfigError("give --config FILE (and optionally --name NAME), or --name NAME with --resume")
+    if name in (".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(f"--name {name!r} must be a plain folder name, without '/'")
+    run_dir, ckpt = locate(args.save_dir, name, args.resume)
+    saved = saved_config(run_dir) if args.resume else None
+    if saved is None and isinstance(args.resume, str):
+        saved = saved_config(Path(args.resume).resolve().parent.parent)  # a checkpoint of another run
+    if saved is not None:
+        cfg = C.resolve(C.apply_overrides(saved, args.overrides))
+        for line in config_diff(saved, cfg):
+            print(f"override on resume: {line}", file=sys.stderr)
+    elif args.config:
+        cfg = C.load_config(args.config, args.overrides)
+    else:
+        raise ConfigError(f"--config FILE is required: '{run_dir}' has no saved config.yaml to resume with")
+    if args.gpus:
+        from torchx.build import check_gpus
+
+        check_gpus(args.gpus)
+    imported = C.import_modules(cfg)
+    C.check(cfg)
+    if cfg.get("seed") is None:  # every run has a seed; DDP children inherit the parent's
+        cfg["seed"] = int(os.environ.get("PL_GLOBAL_SEED", random.randrange(2**31)))
+    return Run(dir=run_dir, config=cfg, ckpt_path=ckpt,
+               config_file=Path(args.config) if args.config else None, imported_files=imported)
+
+
+def dry_run(run: Run) -> None:
+    """Build every component (no data is read) and print the resolved config and a summary."""
+    from torchx import build
+
+    cfg = run.config
+    data, wrapper = build.data_module(cfg), build.wrapper(cfg)
+    optimizer, scheds = wrapper.build_optimizers()
+    cbs = build.user_callbacks(cfg)
+    print(yaml.safe_dump(cfg, sort_keys=False), end="")
+    print("---")
+    print(f"run directory : {run.dir} ({'resume from ' + str(run.ckpt_path) if run.ckpt_path else 'new'})")
+    print(f"data_module   : {build.describe(data)}")
+    print(f"train_wrapper : {build.describe(wrapper)}")
+    print(f"optimizer     : {type(optimizer).__name__}(" +
+          ", ".join(f"{k}={v}" for k, v in optimizer.defaults.items() if k in ("lr", "momentum", "weight_decay")) + ")")
+    for s in scheds:
+        print(f"lr_scheduler  : {type(s['scheduler']).__name__} every {s['frequency']} {s['interval']}(s)")
+    for cb in cbs:
+        print(f"callback      : {type(cb).__name__}")
+    print("dry run: nothing was created")
+
+
+def main(argv: list[str] | None, prog: str, train: Callable[[argparse.Namespace, Run], int]) -> int:
+    """Parse, prepare, then `train(args, run)`; bad input becomes one message and exit 2."""
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv, prog)
+        run = prepare(args)
+        if args.dry_run:
+            dry_run(run)
+            return 0
+        return train(args, run)
+    except TorchxError as e:
+        return fail(prog, e)
+
+
+def fail(prog: str, e: BaseException) -> int:
+    if os.environ.get("TORCHX_DEBUG"):
+        raise e
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+# ---------------------------------------------------------------- python -m torchx
+
+KINDS = ("models", "losses", "datasets", "wrappers", "callbacks", "optimizers", "schedulers")
+
+
+def tool_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m torchx", description="torchx tools")
+    sub = p.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="list registered names: name, where defined, first docstring line")
+    ls.add_argument("kind", nargs="?", choices=KINDS, help="one kind (default: all)")
+    ls.add_argument("--config", help="also import the config's `imports:` modules")
+    cf = sub.add_parser("config", help="print the resolved, checked config")
+    cf.add_argument("file")
+    cf.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "list":
+            return list_registered(args.kind, args.config)
+        cfg = C.load_config(args.file, args.overrides)
+        C.import_modules(cfg)
+        C.check(cfg)
+        print(yaml.safe_dump(cfg, sort_keys=False), end="")
+        return 0
+    except TorchxError as e:
+        return fail("python -m torchx", e)
+
+
+def list_registered(kind: str | None, config_file: str | None) -> int:
+    from torchx import callbacks, datasets, losses, models, optim, wrappers
+
+    if config_file:
+        C.import_modules(C.load_config(config_file))
+    registries = {"models": models.registry, "losses": losses.registry, "datasets": datasets.registry,
+                  "wrappers": wrappers.registry, "callbacks": callbacks.registry,
+                  "optimizers": optim.optimizers, "schedulers": optim.schedulers}
+    for k in [kind] if kind else KINDS:
+        print(f"{k}:")
+        for name, origin, doc in registries[k].describe():
+            print(f"  {name:<32} {origin:<48} {doc}")
+    return 0
+

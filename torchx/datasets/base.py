@@ -1,0 +1,166 @@
+"""In-memory data modules: whole uint8 tensors, indexed a batch at a time.
+
+The data order belongs to torchx, not to torch's global RNG: `EpochSampler` draws each
+epoch's permutation from (seed, epoch) alone, so train_pl.py and train.py see the same
+batches, a resumed run sees what it would have seen, and DDP ranks take disjoint shards.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from torchx.errors import ConfigError
+
+
+class EpochSampler(Sampler[list[int]]):
+    """Yields lists of indices (whole batches); the order depends only on seed and epoch.
+
+    With `world_size > 1` each rank takes every world_size-th index of the padded permutation,
+    like DistributedSampler, so all ranks run the same number of batches.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
+        self.epoch = 0
+        self.per_rank = math.ceil(n / world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.per_rank, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        pad = self.per_rank * self.world_size - self.n
+        if pad:
+            order = torch.cat([order, order[:pad]])
+        order = order[self.rank::self.world_size].tolist()
+        for i in range(len(self)):
+            yield order[i * self.batch_size:(i + 1) * self.batch_size]
+
+
+class BatchTensorDataset(Dataset):
+    """Indexed by a list of indices, returns a whole normalised batch `(x, y)`.
+
+    Images stay uint8 in memory; a batch is converted to float and normalised in one
+    vectorised step instead of one PIL image at a time.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float) -> None:
+        self.images, self.labels = images, labels
+        self.scale = 1.0 / (255.0 * std)
+        self.shift = mean / std
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(idx)
+        x = self.images[index].float().mul_(self.scale).sub_(self.shift)
+        return x, self.labels[index]
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Base of torchx's image data modules; a subclass implements `load()`.
+
+    `load()` returns {'train': (images, labels), 'test': (images, labels)} with images a uint8
+    tensor [N, C, H, W] and labels int64 [N]; 'test' is optional. The validation set is the
+    last `val_split` of a fixed permutation of train (a count if >= 1, else a fraction).
+    """
+
+    mean: float = 0.5
+    std: float = 0.5
+
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, val_split: float = 0.1,
+                 pin_memory: bool = False, shuffle: bool = True, drop_last: bool = False,
+                 split_seed: int = 0, eval_batch_size: int | None = None) -> None:
+        super().__init__()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+        if not (isinstance(val_split, (int, float)) and val_split >= 0):
+            raise ConfigError(f"val_split must be a count (>= 1) or a fraction in [0, 1), got {val_split!r}")
+        self.batch_size, self.num_workers, self.val_split = batch_size, num_workers, val_split
+        self.pin_memory, self.shuffle, self.drop_last = pin_memory, shuffle, drop_last
+        self.split_seed = split_seed
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._samplers: dict[str, EpochSampler] = {}
+
+    def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line for --dry-run, without loading any data."""
+        return (f"{type(self).__name__}(batch_size={self.batch_size}, val_split={self.val_split}, "
+                f"num_workers={self.num_workers})")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        data = self.load()
+        images, labels = data["train"]
+        n_val = int(self.val_split) if self.val_split >= 1 else int(round(len(labels) * self.val_split))
+        if not 0 <= n_val < len(labels):
+            raise ConfigError(f"val_split={self.val_split} leaves no training data "
+                              f"({len(labels)} training samples)")
+        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
+        train_idx, val_idx = perm[: len(labels) - n_val], perm[len(labels) - n_val:]
+        self.splits["train"] = (images[train_idx], labels[train_idx])
+        if n_val:
+            self.splits["val"] = (images[val_idx], labels[val_idx])
+        if "test" in data:
+            self.splits["test"] = data["test"]
+
+    def has_split(self, split: str) -> bool:
+        return split in self.splits
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if split not in self.splits:
+            self.setup()
+        images, labels = self.splits[split]
+        rank, world = self._rank_and_world()
+        sampler = EpochSampler(len(labels), self.batch_size if train else self.eval_batch_size,
+                               shuffle=train and self.shuffle, seed=self._seed(),
+                               drop_last=train and self.drop_last, rank=rank, world_size=world)
+        self._samplers[split] = sampler
+        return DataLoader(BatchTensorDataset(images, labels, self.mean, self.std), sampler=sampler,
+                          batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0,
+                          generator=torch.Generator())  # iterator creation must not touch the global RNG
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        return 0, 1
+
+    def _seed(self) -> int:
+        # The run's seed (seed_everything / torch.manual_seed set it) decides the shuffle order.
+        return torch.initial_seed() % (2**31)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val", train=False) if "val" in self.splits else []
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._loader("test", train=False) if "test" in self.splits else []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}

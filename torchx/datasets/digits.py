@@ -1,0 +1,33 @@
+"""scikit-learn's bundled 8x8 handwritten digits: real data that needs no download."""
+
+from __future__ import annotations
+
+import torch
+
+from torchx.datasets import register
+from torchx.datasets.base import TensorDataModule
+
+
+@register("digits")
+class Digits(TensorDataModule):
+    """1797 8x8 handwritten digits shipped with scikit-learn; the last `test_split` form the test set."""
+
+    mean, std = 0.3, 0.4
+
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, val_split: float = 0.1,
+                 test_split: int = 297, pin_memory: bool = False, shuffle: bool = True,
+                 drop_last: bool = False, split_seed: int = 0, eval_batch_size: int | None = None) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, val_split=val_split,
+                         pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
+                         split_seed=split_seed, eval_batch_size=eval_batch_size)
+        self.test_split = test_split
+
+    def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        # pixel values are 0..16; stored as uint8 0..255 like every other image module
+        images = torch.from_numpy(bunch.images * (255.0 / 16.0)).round().to(torch.uint8).unsqueeze(1)
+        labels = torch.from_numpy(bunch.target).long()
+        cut = len(labels) - self.test_split
+        return {"train": (images[:cut], labels[:cut]), "test": (images[cut:], labels[cut:])}

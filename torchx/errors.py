@@ -1,0 +1,13 @@
+"""Exceptions that the command line turns into one message and exit status 2."""
+
+
+class TorchxError(Exception):
+    """Base class: the message is meant for the user as it is."""
+
+
+class ConfigError(TorchxError, ValueError):
+    """The config, a command-line argument or a registered spec is wrong."""
+
+
+class RegistryError(TorchxError, ValueError):
+    """A name was registered twice (a bug in the module that registers it)."""

@@ -1,0 +1,69 @@
+"""Training with pl.Trainer: what train_pl.py runs once the config is checked."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from torchx import build
+from torchx.callbacks.base_logger import BaseLogger, ProgressBar
+from torchx.datasets.base import TensorDataModule
+from torchx.errors import ConfigError
+from torchx.run import Run, claim, is_rank_zero
+
+
+def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, gpus: list[int] | None) -> dict[str, Any]:
+    """pl.Trainer arguments: trainer_params plus torchx's logger, checkpointing and callbacks."""
+    params = build.apply_gpus(cfg, gpus)["trainer_params"]
+    logger = BaseLogger(run.dir)
+    cbs: list[pl.Callback] = [logger, *build.user_callbacks(cfg)]
+    if params.get("enable_progress_bar", True):
+        cbs.append(ProgressBar(logger.report))
+    if params.get("enable_checkpointing", True):
+        cbs.append(ModelCheckpoint(dirpath=run.ckpt_dir, **build.checkpoint_args(cfg)))
+    kwargs = {"logger": TensorBoardLogger(save_dir=run.dir, name="default", version=0),
+              "log_every_n_steps": 50, **params, "callbacks": cbs}
+    if isinstance(data, TensorDataModule):
+        kwargs["use_distributed_sampler"] = False  # torchx's sampler shards by rank itself
+    return kwargs
+
+
+def make_trainer(kwargs: dict[str, Any]) -> pl.Trainer:
+    try:
+        return pl.Trainer(**kwargs)
+    except (ValueError, TypeError) as e:  # Lightning's MisconfigurationException is a ValueError
+        raise ConfigError(f"trainer_params: {e}") from None
+
+
+def train(args: argparse.Namespace, run: Run) -> int:
+    cfg = run.config
+    pl.seed_everything(cfg["seed"], workers=True, verbose=False)
+    data, wrapper = build.data_module(cfg), build.wrapper(cfg)
+    data.prepare_data()
+    data.setup("fit")  # missing or broken data files fail here, before the run directory exists
+    trainer = make_trainer(trainer_kwargs(cfg, run, data, args.gpus))
+    claim(run)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    trainer.fit(wrapper, datamodule=data, ckpt_path=str(run.ckpt_path) if run.ckpt_path else None)
+    if trainer.interrupted:
+        return 130
+    results = {"epochs": trainer.current_epoch, "global_step": trainer.global_step}
+    ckpt = trainer.checkpoint_callback
+    if ckpt is not None and ckpt.best_model_path:
+        results["best_model_path"] = ckpt.best_model_path
+        if ckpt.best_model_score is not None:
+            results["best_model_score"] = float(ckpt.best_model_score)
+    if isinstance(data, TensorDataModule) and data.has_split("test") or not isinstance(data, TensorDataModule):
+        best = results.get("best_model_path")
+        tested = trainer.test(wrapper, datamodule=data, ckpt_path=best, verbose=False)
+        results["test"] = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
+    if is_rank_zero():
+        (run.dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        print("final: " + json.dumps(results))
+    return 0

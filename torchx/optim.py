@@ -1,0 +1,35 @@
+"""Optimizers and LR schedulers by name: torch's own, unless a registered entry shadows them.
+
+    import torchx.optim as optim
+    @optim.register_scheduler('warmup_cosine')
+    def warmup_cosine(optimizer, warmup, total): ...
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from torchx.registry import Registry
+
+
+def _torch_classes(module: Any, base: tuple[type, ...]) -> dict[str, type]:
+    return {n: c for n, c in vars(module).items()
+            if inspect.isclass(c) and issubclass(c, base) and c not in base and not n.startswith("_")}
+
+
+_SCHED_BASES = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+_TORCH_OPTIMIZERS = _torch_classes(torch.optim, (torch.optim.Optimizer,))
+_TORCH_SCHEDULERS = _torch_classes(torch.optim.lr_scheduler, _SCHED_BASES)
+# These take Python callables or other schedulers, which a YAML file cannot spell.
+for _name in ("LambdaLR", "MultiplicativeLR", "ChainedScheduler", "SequentialLR"):
+    _TORCH_SCHEDULERS.pop(_name, None)
+
+optimizers = Registry("optimizer", fallback=_TORCH_OPTIMIZERS.get,
+                      fallback_names=lambda: list(_TORCH_OPTIMIZERS))
+schedulers = Registry("lr_scheduler", fallback=_TORCH_SCHEDULERS.get,
+                      fallback_names=lambda: list(_TORCH_SCHEDULERS))
+register_optimizer = optimizers.register
+register_scheduler = schedulers.register

@@ -1,0 +1,212 @@
+"""The run directory `<save_dir>/<name>/`: naming, resume lookup, code snapshot, provenance.
+
+Shared by train_pl.py and train.py. Only global rank 0 writes; every rank computes the same
+path from --save-dir and --name, so they agree without talking to each other. An existing
+directory is never overwritten: a new run claims its directory with an atomic mkdir.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from torchx.errors import ConfigError
+
+SNAPSHOT_MAX_BYTES = 1_000_000  # files larger than this are not copied into src/
+SNAPSHOT_SKIP = {"__pycache__", ".git", "load", "save", ".pytest_cache", ".ruff_cache", "lightning_logs"}
+PACKAGES = ("torch", "torchvision", "pytorch-lightning", "torchmetrics", "omegaconf", "tensorboardX",
+            "numpy", "PyYAML")
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is global rank 0, as the launchers (Lightning, torchrun, SLURM) announce it."""
+    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"))
+
+
+@dataclass
+class Run:
+    """Where a run lives and how it starts: fresh, or resumed from `ckpt_path`."""
+
+    dir: Path
+    config: dict
+    ckpt_path: Path | None = None
+    config_file: Path | None = None
+    imported_files: list[str] = field(default_factory=list)
+    resumes: int = 0  # how many times this directory was resumed before this start
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.dir / "ckpt"
+
+    @property
+    def is_resume(self) -> bool:
+        return self.ckpt_path is not None
+
+
+def locate(save_dir: str, name: str, resume: str | bool | None) -> tuple[Path, Path | None]:
+    """The run directory and the checkpoint to resume from; refuses to reuse a directory silently."""
+    run_dir = Path(save_dir) / name
+    if not resume:
+        if run_dir.exists() and is_rank_zero():
+            raise ConfigError(f"run directory '{run_dir}' already exists; torchx never overwrites a run. "
+                              f"Continue it with --resume, or start a new one with --name <other name>")
+        return run_dir, None
+    if resume is True:
+        last = run_dir / "ckpt" / "last.ckpt"
+        if not last.is_file():
+            found = sorted(p.name for p in (run_dir / "ckpt").glob("*.ckpt")) if run_dir.is_dir() else []
+            hint = (f"checkpoints there: {', '.join(found)}; pass one with --resume PATH" if found
+                    else "there is nothing to resume; drop --resume to start a new run")
+            raise ConfigError(f"--resume: no checkpoint '{last}' ({hint})")
+        return run_dir, last
+    ckpt = Path(resume)
+    if not ckpt.is_file():
+        raise ConfigError(f"--resume: checkpoint '{ckpt}' does not exist")
+    return run_dir, ckpt
+
+
+def saved_config(run_dir: Path) -> dict | None:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    from torchx.config import read_yaml
+
+    return read_yaml(path)
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Lines `key: old -> new` for every leaf that differs."""
+    lines = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b, k = old.get(key, "<absent>"), new.get(key, "<absent>"), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += config_diff(a, b, k + ".")
+        elif a != b:
+            lines.append(f"{k}: {a!r} -> {b!r}")
+    return lines
+
+
+def claim(run: Run) -> None:
+    """Rank 0: create the run directory (atomically for a new run) and record how it started."""
+    if not is_rank_zero():
+        return
+    if run.is_resume and run.dir.exists():
+        run.resumes = len(list(run.dir.glob("provenance*.json")))
+        suffix = f"-resume-{run.resumes}"
+    else:
+        run.dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            run.dir.mkdir()
+        except FileExistsError:
+            raise ConfigError(f"run directory '{run.dir}' was created by another process just now; "
+                              f"start again with another --name") from None
+        suffix = ""
+        snapshot(run)
+    _write_yaml(run.dir / f"config{suffix}.yaml", run.config)
+    (run.dir / f"provenance{suffix}.json").write_text(json.dumps(provenance(run), indent=2) + "\n")
+    run.ckpt_dir.mkdir(exist_ok=True)
+
+
+def _write_yaml(path: Path, data: Any) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+
+
+def project_root() -> Path:
+    """The folder of the entry script (train_pl.py / train.py), else the working directory."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script and script.suffix == ".py" and script.is_file():
+        return script.resolve().parent
+    return Path.cwd()
+
+
+def snapshot(run: Run) -> None:
+    """Copy the code that runs into src/: torchx, entry points, configs, imported user modules."""
+    import torchx
+
+    src, root = run.dir / "src", project_root()
+    _copy_tree(Path(torchx.__file__).parent, src / "torchx")
+    for entry in ("train_pl.py", "train.py"):
+        if (root / entry).is_file():
+            shutil.copy2(root / entry, src / entry)
+    if (root / "configs").is_dir():
+        _copy_tree(root / "configs", src / "configs")
+    if run.config_file and run.config_file.is_file():
+        shutil.copy2(run.config_file, src / run.config_file.name)
+    for file in run.imported_files:
+        path = Path(file).resolve()
+        folder = path.parent if path.name == "__init__.py" else None
+        try:
+            rel = (folder or path).relative_to(root)
+        except ValueError:
+            rel = Path((folder or path).name)
+        if folder:
+            _copy_tree(folder, src / rel)
+        elif path.stat().st_size <= SNAPSHOT_MAX_BYTES:
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, src / rel)
+
+
+def _copy_tree(source: Path, dest: Path) -> None:
+    for path in sorted(source.rglob("*")):
+        rel = path.relative_to(source)
+        if any(part in SNAPSHOT_SKIP for part in rel.parts) or not path.is_file():
+            continue
+        if path.stat().st_size > SNAPSHOT_MAX_BYTES:
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dest / rel)
+
+
+def provenance(run: Run) -> dict:
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    import torchx
+
+    versions["torchx"] = torchx.__version__
+    return {
+        "command": [sys.executable, *sys.argv],
+        "cwd": os.getcwd(),
+        "start_time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "seed": run.config.get("seed"),
+        "resumed_from": str(run.ckpt_path) if run.ckpt_path else None,
+        "git": git_state(run, project_root()),
+    }
+
+
+def git_state(run: Run, root: Path) -> dict | None:
+    """Commit and dirty diff of the checkout the code runs from; the diff goes to src/git.diff."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    diff = git("diff", "HEAD") or ""
+    if diff:
+        (run.dir / "src").mkdir(exist_ok=True)
+        (run.dir / "src" / "git.diff").write_text(diff)
+    return {"commit": commit.strip(), "dirty": bool(diff), "diff_file": "src/git.diff" if diff else None}
