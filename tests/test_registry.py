@@ -190,9 +190,6 @@ def test_close_matches_joins_several_with_or():
     assert found in (" (did you mean 'abc' or 'abd'?)", " (did you mean 'abd' or 'abc'?)")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Registry.get/check do `name in self._entries` before "
-                                       "checking the type, so an unhashable name raises TypeError "
-                                       "instead of ConfigError")
 @pytest.mark.parametrize("name", [["bag"], {"a": 1}])
 def test_unhashable_name_is_a_config_error(bag_reg, name):
     with pytest.raises(ConfigError, match=r"thing"):
@@ -450,8 +447,5 @@ def test_common_schedulers_are_resolvable(name):
     assert optim.schedulers.get(name) is getattr(torch.optim.lr_scheduler, name)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (torchx/optim.py): _torch_classes drops every class in "
-                                       "`base`, and ReduceLROnPlateau is one of _SCHED_BASES, so it "
-                                       "is not in the scheduler registry")
 def test_reduce_lr_on_plateau_is_resolvable():
     assert optim.schedulers.get("ReduceLROnPlateau") is torch.optim.lr_scheduler.ReduceLROnPlateau

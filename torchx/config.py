@@ -58,14 +58,17 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.yaml_implicit_resolvers = {
-    k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
+    k: [r for r in v if r[0] not in ("tag:yaml.org,2002:float", "tag:yaml.org,2002:int")]
     for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_Loader.add_implicit_resolver(  # YAML 1.2 integers: no base-60 (1:30 stays a string)
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$"),
+    list("-+0123456789"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
-                   |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
                    |[-+]?\.(?:inf|Inf|INF)
                    |\.(?:nan|NaN|NAN))$""", re.X),
     list("-+0123456789."),
@@ -76,6 +79,9 @@ def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode, deep: b
     seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"keys must be plain names, got {key!r}", key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})",
@@ -130,12 +136,23 @@ def read_yaml(path: str | os.PathLike) -> dict:
 
 
 def merge(*configs: dict) -> dict:
-    """Deep-merge dicts left to right (later wins; lists are replaced, not concatenated)."""
-    try:
-        merged = OmegaConf.merge(*[OmegaConf.create(c) for c in configs])
-        return OmegaConf.to_container(merged, resolve=False)
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"cannot merge configs: {_omegaconf_problem(e)}") from None
+    """Deep-merge dicts left to right: later wins, lists and scalars are replaced whole.
+
+    (OmegaConf.merge refuses to put a list where a dict was; a config that does so means it.)
+    """
+    merged: dict = {}
+    for cfg in configs:
+        merged = _merge2(merged, cfg)
+    return merged
+
+
+def _merge2(a: Any, b: Any) -> Any:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = _merge2(a[k], v) if k in a else copy.deepcopy(v)
+        return out
+    return copy.deepcopy(b)
 
 
 def load(path: str | os.PathLike, _stack: tuple[Path, ...] = ()) -> dict:
@@ -241,9 +258,10 @@ def _child(node: Any, part: str, here: str, key: str, add: bool) -> Any:
 
 
 def _index(node: list, part: str, where: str) -> int:
-    if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+    if not re.fullmatch(r"-?[0-9]+", part) or not -len(node) <= int(part) < len(node):
+        valid = f"valid: 0..{len(node) - 1}" if node else "the list is empty"
         raise ConfigError(f"override key '{where}': '{part}' is not an index of a list of "
-                          f"{len(node)} item(s) (valid: 0..{len(node) - 1})")
+                          f"{len(node)} item(s) ({valid})")
     return int(part)
 
 
@@ -465,7 +483,12 @@ def _check_spec(spec: Any, where: str, registry: Registry) -> None:
         raise ConfigError(f"{where}: {e}") from None
     for key, value in (spec.get("args") or {}).items():
         nested = spec_registry(key) if key not in ("data_module", "train_wrapper", "callbacks") else None
-        if nested is not None and value is not None:
+        if nested is None or value is None:
+            continue
+        if isinstance(value, list) and nested.kind == "lr_scheduler":  # schedulers may be chained
+            for i, item in enumerate(value):
+                _check_spec(item, f"{where}.args.{key}.{i}", nested)
+        else:
             _check_spec(value, f"{where}.args.{key}", nested)
 
 

@@ -15,14 +15,14 @@ import torch
 from torchx.registry import Registry
 
 
-def _torch_classes(module: Any, base: tuple[type, ...]) -> dict[str, type]:
+def _torch_classes(module: Any, base: type) -> dict[str, type]:
     return {n: c for n, c in vars(module).items()
-            if inspect.isclass(c) and issubclass(c, base) and c not in base and not n.startswith("_")}
+            if inspect.isclass(c) and issubclass(c, base) and c is not base and not n.startswith("_")}
 
 
-_SCHED_BASES = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-_TORCH_OPTIMIZERS = _torch_classes(torch.optim, (torch.optim.Optimizer,))
-_TORCH_SCHEDULERS = _torch_classes(torch.optim.lr_scheduler, _SCHED_BASES)
+_TORCH_OPTIMIZERS = _torch_classes(torch.optim, torch.optim.Optimizer)
+_TORCH_SCHEDULERS = _torch_classes(torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler)
+_TORCH_SCHEDULERS["ReduceLROnPlateau"] = torch.optim.lr_scheduler.ReduceLROnPlateau
 # These take Python callables or other schedulers, which a YAML file cannot spell.
 for _name in ("LambdaLR", "MultiplicativeLR", "ChainedScheduler", "SequentialLR"):
     _TORCH_SCHEDULERS.pop(_name, None)

@@ -59,7 +59,7 @@ class Registry:
         return decorator
 
     def get(self, name: str) -> Any:
-        if name in self._entries:
+        if isinstance(name, str) and name in self._entries:
             return self._entries[name]
         obj = self._fallback(name) if self._fallback and isinstance(name, str) else None
         if obj is None:
@@ -80,6 +80,8 @@ class Registry:
             raise ConfigError(f"a {self.kind} spec must be a mapping with 'name' (and optional "
                               f"'args'), got {spec!r}")
         name = spec["name"]
+        if not isinstance(name, str):
+            raise ConfigError(f"a {self.kind} name must be a string, got {name!r}")
         ctor = self.get(name)
         kwargs = spec.get("args") or {}
         if not isinstance(kwargs, Mapping):
@@ -127,7 +129,7 @@ class Registry:
         return sorted(names)
 
     def __contains__(self, name: object) -> bool:
-        if name in self._entries:
+        if isinstance(name, str) and name in self._entries:
             return True
         return bool(self._fallback and isinstance(name, str) and self._fallback(name) is not None)
 

@@ -6,8 +6,8 @@ from torchx.models import register
 
 
 @register("resnet18")
-def resnet18(num_classes: int = 10, in_channels: int = 3, small_input: bool = True) -> nn.Module:
-    """torchvision's ResNet-18, randomly initialised; `small_input` adapts it to 28x28-sized images.
+def resnet18(num_classes: int = 10, in_channels: int = 1, small_input: bool = True) -> nn.Module:
+    """torchvision's ResNet-18, randomly initialised, for 1-channel 28x28 images unless told otherwise.
 
     With `small_input` the 7x7 stride-2 stem and its max-pool become one 3x3 stride-1 conv, so
     MNIST-sized inputs keep enough resolution for the four stages.
