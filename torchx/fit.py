@@ -49,7 +49,9 @@ def train(args: argparse.Namespace, run: Run) -> int:
     data.setup("fit")  # missing or broken data files fail here, before the run directory exists
     trainer = make_trainer(trainer_kwargs(cfg, run, data, args.gpus))
     claim(run)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    for noise in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*",
+                  ".*exists and is not empty.*"):
+        warnings.filterwarnings("ignore", message=noise)  # advice that does not apply to in-memory data
     trainer.fit(wrapper, datamodule=data, ckpt_path=str(run.ckpt_path) if run.ckpt_path else None)
     if trainer.interrupted:
         return 130

@@ -124,10 +124,14 @@ def _write_yaml(path: Path, data: Any) -> None:
 
 
 def project_root() -> Path:
-    """The folder of the entry script (train_pl.py / train.py), else the working directory."""
-    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    if script and script.suffix == ".py" and script.is_file():
-        return script.resolve().parent
+    """The folder holding train_pl.py: beside the torchx package in a checkout, else the
+    entry script's folder, else the working directory."""
+    import torchx
+
+    script = Path(sys.argv[0]).resolve().parent if sys.argv and sys.argv[0] else None
+    for folder in (Path(torchx.__file__).resolve().parent.parent, script, Path.cwd()):
+        if folder is not None and (folder / "train_pl.py").is_file():
+            return folder
     return Path.cwd()
 
 

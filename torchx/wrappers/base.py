@@ -109,19 +109,19 @@ class BaseWrapper(pl.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.log_dict(self.epoch_metrics("train"))
+        self.log_dict(self.epoch_metrics("train"), sync_dist=True)  # already all-reduced: a no-op mean
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self.evaluate(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.epoch_metrics("val"))
+        self.log_dict(self.epoch_metrics("val"), sync_dist=True)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self.evaluate(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.epoch_metrics("test"))
+        self.log_dict(self.epoch_metrics("test"), sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         optimizer, scheds = self.build_optimizers()

@@ -1,0 +1,108 @@
+"""Shared test helpers: tiny configs, in-process runs, and the run-directory assertion."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from importlib import metadata
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+
+def tiny_config(**trainer_params) -> dict:
+    """digits + mlp, two epochs of a few batches: seconds on a CPU."""
+    params = {"max_epochs": 2, "limit_train_batches": 4, "limit_val_batches": 2, "limit_test_batches": 2,
+              "enable_progress_bar": False, "enable_model_summary": False}
+    params.update(trainer_params)
+    return {
+        "data_module": {"name": "digits", "args": {"batch_size": 16}},
+        "train_wrapper": {"name": "base", "args": {
+            "model_spec": {"name": "mlp", "args": {"in_dim": 64, "hidden": [32], "out_dim": 10}},
+            "loss_spec": {"name": "ce"},
+            "optim_spec": {"name": "SGD", "args": {"lr": 0.1, "momentum": 0.9}},
+            "sched_spec": {"name": "StepLR", "args": {"step_size": 1, "gamma": 0.5}, "interval": "epoch"},
+        }},
+        "trainer_params": params,
+        "checkpoint": {"monitor": "val/acc", "mode": "max"},
+        "seed": 7,
+    }
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def write_idx(path: Path, data: torch.Tensor) -> None:
+    header = bytes([0, 0, 8, data.dim()]) + b"".join(struct.pack(">I", s) for s in data.shape)
+    raw = header + data.to(torch.uint8).numpy().tobytes()
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+
+
+def write_fake_mnist(root: Path, n_train: int = 256, n_test: int = 64) -> Path:
+    """Four gzipped IDX files of random 28x28 images whose label is readable from the pixels."""
+    root.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.arange(n) % 10
+        images = torch.randint(0, 60, (n, 28, 28), generator=g, dtype=torch.uint8)
+        images[torch.arange(n), 2 * labels + 3, 5:20] = 255  # a bright row per class
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+def run_train_pl(argv: list[str]) -> int:
+    """train_pl.py's main, in this process (DDP needs a real process: use subprocess there)."""
+    from torchx.cli import main
+    from torchx.fit import train
+
+    return main(argv, "train_pl.py", train)
+
+
+def snapshot_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the run's TensorBoard events, read with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted((run_dir / "default" / "version_0").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return out
+
+
+def assert_run_dir(run_dir: Path, epochs: int, tested: bool = True) -> dict:
+    """What every finished run directory holds, whichever loop wrote it. Returns results.json."""
+    for rel in ("config.yaml", "provenance.json", "log.txt", "results.json", "ckpt/last.ckpt",
+                "default/version_0/hparams.yaml", "src/torchx/registry.py", "src/train_pl.py"):
+        assert (run_dir / rel).is_file(), f"{rel} missing in {run_dir}"
+    assert not (run_dir / "ckpt" / "last.ckpt").is_symlink()
+    assert not list((run_dir / "src").rglob("__pycache__"))
+    prov = json.loads((run_dir / "provenance.json").read_text())
+    assert {"command", "git", "versions", "seed", "host", "start_time"} <= prov.keys()
+    assert prov["versions"]["torch"] == metadata.version("torch")
+    lines = (run_dir / "log.txt").read_text().splitlines()
+    assert len(lines) == epochs, lines
+    assert all("eta" in line and "elapsed" in line and "train/loss" in line for line in lines)
+    tags = scalars(run_dir)
+    for tag in ("train/loss", "val/loss", "val/acc"):
+        assert len(tags.get(tag, [])) == epochs, (tag, tags.get(tag))
+    steps = [s for s, _ in tags["train/loss"]]
+    assert steps == sorted(set(steps)), f"train/loss steps not strictly increasing: {steps}"
+    results = json.loads((run_dir / "results.json").read_text())
+    if tested:
+        assert {"test/loss", "test/acc"} <= results["test"].keys()
+        assert "test/acc" in tags
+    return results
