@@ -4,12 +4,5 @@ import sys
 
 from torchx.cli import main
 
-
-def train(args, run):
-    from torchx.fit import train as fit  # imported after parsing: a bad command line fails fast
-
-    return fit(args, run)
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], "train_pl.py", train))
+    sys.exit(main(sys.argv[1:], "train_pl.py", "torchx.fit"))

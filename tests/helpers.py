@@ -61,9 +61,15 @@ def write_fake_mnist(root: Path, n_train: int = 256, n_test: int = 64) -> Path:
 def run_train_pl(argv: list[str]) -> int:
     """train_pl.py's main, in this process (DDP needs a real process: use subprocess there)."""
     from torchx.cli import main
-    from torchx.fit import train
 
-    return main(argv, "train_pl.py", train)
+    return main(argv, "train_pl.py", "torchx.fit")
+
+
+def run_train(argv: list[str]) -> int:
+    """train.py's main (the plain loop), in this process."""
+    from torchx.cli import main
+
+    return main(argv, "train.py", "torchx.loop")
 
 
 def snapshot_files(folder: Path) -> dict[str, bytes]:

@@ -161,18 +161,18 @@ def test_unknown_name_suggests_close_match_and_lists_known(reg):
     reg.register("resnet18")(lambda: None)
     reg.register("vgg11")(lambda: None)
     with pytest.raises(ConfigError, match=r"unknown thing 'resnet19' \(did you mean 'resnet18'\?\); "
-                                          r"known things: resnet18, vgg11$"):
+                                          r"known thing names: resnet18, vgg11$"):
         reg.make({"name": "resnet19"})
 
 
 def test_unknown_name_without_close_match_has_no_suggestion(reg):
     reg.register("resnet18")(lambda: None)
-    with pytest.raises(ConfigError, match=r"^unknown thing 'zzz'; known things: resnet18$"):
+    with pytest.raises(ConfigError, match=r"^unknown thing 'zzz'; known thing names: resnet18$"):
         reg.get("zzz")
 
 
 def test_unknown_name_in_empty_registry(reg):
-    with pytest.raises(ConfigError, match=r"unknown thing 'x'; known things: \(none\)"):
+    with pytest.raises(ConfigError, match=r"unknown thing 'x'; known thing names: \(none\)"):
         reg.get("x")
 
 
@@ -392,7 +392,7 @@ def test_registered_name_shadows_torch_optimizer_table():
 
 def test_fallback_unknown_name_suggests_from_fallback_names(fallback_reg):
     with pytest.raises(ConfigError, match=r"unknown optimizer 'Adma' \(did you mean 'Adam'\?\); "
-                                          r"known optimizers: Adam, SGD"):
+                                          r"known optimizer names: Adam, SGD"):
         fallback_reg.get("Adma")
 
 
@@ -438,7 +438,7 @@ def test_scheduler_make():
 def test_schedulers_taking_callables_are_not_resolvable(name):
     assert name not in optim.schedulers
     assert name not in optim.schedulers.keys()
-    with pytest.raises(ConfigError, match=rf"unknown lr_scheduler '{name}'"):
+    with pytest.raises(ConfigError, match=rf"lr_scheduler '{name}' cannot be built from a config"):
         optim.schedulers.get(name)
 
 

@@ -10,9 +10,17 @@ import sys
 import pytest
 import torch
 import yaml
-
-from helpers import (ROOT, SHARED_MNIST, assert_run_dir, run_train_pl, scalars, snapshot_files, tiny_config,
-                     write_config, write_fake_mnist)
+from helpers import (
+    ROOT,
+    SHARED_MNIST,
+    assert_run_dir,
+    run_train_pl,
+    scalars,
+    snapshot_files,
+    tiny_config,
+    write_config,
+    write_fake_mnist,
+)
 
 
 @pytest.fixture

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
 
 from torchx import callbacks, datasets, wrappers
 from torchx.errors import ConfigError
+from torchx.registry import close_matches
 
 
 def data_module(cfg: dict) -> pl.LightningDataModule:
@@ -20,8 +23,45 @@ def wrapper(cfg: dict) -> pl.LightningModule:
     return wrappers.make(cfg["train_wrapper"])
 
 
+@contextlib.contextmanager
+def reported_as(where: str) -> Iterator[None]:
+    """Lightning's MisconfigurationException (a plain Exception), ValueError, TypeError and a
+    missing optional package, raised while building `where`, become one ConfigError naming it."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (MisconfigurationException, ValueError, TypeError, ImportError) as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
 def user_callbacks(cfg: dict) -> list[pl.Callback]:
-    return [callbacks.make(spec) for spec in cfg.get("callbacks") or []]
+    built = []
+    for i, spec in enumerate(cfg.get("callbacks") or []):
+        with reported_as(f"callbacks.{i} ({spec.get('name')} with args {spec.get('args') or {}})"):
+            built.append(callbacks.make(spec))
+    return built
+
+
+def check_monitors(cfg: dict, wrapper: Any) -> None:
+    """Metrics named by checkpoint.monitor, callbacks and schedulers must be ones the wrapper logs."""
+    logged = getattr(wrapper, "logged_metrics", None)
+    if not callable(logged):
+        return  # a user wrapper that does not declare its metrics is checked when they are logged
+    known = sorted(logged())
+    named = [("checkpoint.monitor", (cfg.get("checkpoint") or {}).get("monitor"))]
+    named += [(f"callbacks.{i}.args.monitor", (spec.get("args") or {}).get("monitor"))
+              for i, spec in enumerate(cfg.get("callbacks") or [])]
+    scheds = cfg["train_wrapper"].get("args", {}).get("sched_spec") or []
+    for i, spec in enumerate(scheds if isinstance(scheds, list) else [scheds]):
+        named.append((f"sched_spec.{i}.monitor" if isinstance(scheds, list) else "sched_spec.monitor",
+                      spec.get("monitor")))
+    for where, metric in named:
+        if metric is not None and metric not in known:
+            raise ConfigError(f"{where}: the wrapper does not log '{metric}'{close_matches(str(metric), known)}; "
+                              f"it logs: {', '.join(known)}")
 
 
 def checkpoint_args(cfg: dict) -> dict[str, Any]:

@@ -7,17 +7,17 @@ set TORCHX_DEBUG=1 to see the traceback behind it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import random
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from torchx import config as C
 from torchx.errors import ConfigError, TorchxError
-from torchx.run import Run, config_diff, locate, saved_config
+from torchx.run import Run, config_diff, inspect_checkpoint, locate, saved_config
 
 EXIT_BAD_INPUT = 2
 
@@ -86,6 +86,8 @@ def prepare(args: argparse.Namespace) -> Run:
         check_gpus(args.gpus)
     imported = C.import_modules(cfg)
     C.check(cfg)
+    if ckpt is not None:
+        inspect_checkpoint(ckpt)
     if cfg.get("seed") is None:  # every run has a seed; DDP children inherit the parent's
         cfg["seed"] = int(os.environ.get("PL_GLOBAL_SEED", random.randrange(2**31)))
     return Run(dir=run_dir, config=cfg, ckpt_path=ckpt,
@@ -98,7 +100,9 @@ def dry_run(run: Run) -> None:
 
     cfg = run.config
     data, wrapper = build.data_module(cfg), build.wrapper(cfg)
-    optimizer, scheds = wrapper.build_optimizers()
+    build.check_monitors(cfg, wrapper)
+    with build.reported_as("train_wrapper.args.optim_spec/sched_spec"):
+        optimizer, scheds = wrapper.build_optimizers()
     cbs = build.user_callbacks(cfg)
     print(yaml.safe_dump(cfg, sort_keys=False), end="")
     print("---")
@@ -114,15 +118,21 @@ def dry_run(run: Run) -> None:
     print("dry run: nothing was created")
 
 
-def main(argv: list[str] | None, prog: str, train: Callable[[argparse.Namespace, Run], int]) -> int:
-    """Parse, prepare, then `train(args, run)`; bad input becomes one message and exit 2."""
+def main(argv: list[str] | None, prog: str, loop: str) -> int:
+    """Parse, prepare, then `<loop>.train(args, run)`; bad input becomes one message and exit 2.
+
+    `loop` names the module that trains (torchx.fit or torchx.loop); it is imported only
+    after the command line and the config have been checked, so mistakes fail fast.
+    """
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv, prog)
         run = prepare(args)
+        module = importlib.import_module(loop)
         if args.dry_run:
+            module.dry_check(args, run)
             dry_run(run)
             return 0
-        return train(args, run)
+        return module.train(args, run)
     except TorchxError as e:
         return fail(prog, e)
 

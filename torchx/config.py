@@ -463,6 +463,7 @@ def check(cfg: dict) -> None:
     _check_kwargs(cfg.get("trainer_params"), "trainer_params", _trainer_class,
                   reserved={"logger": "torchx sets the TensorBoard logger itself",
                             "default_root_dir": "the run directory is --save-dir/--name"})
+    _check_trainer_types(cfg.get("trainer_params") or {})
     _check_kwargs(cfg.get("checkpoint"), "checkpoint", _checkpoint_class,
                   reserved={"dirpath": "checkpoints always go to <run dir>/ckpt"})
 
@@ -511,6 +512,23 @@ def _checkpoint_class() -> type:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     return ModelCheckpoint
+
+
+# trainer_params that Lightning takes without checking their type, then fails on mid-run
+_INT_PARAMS = ("max_epochs", "min_epochs", "max_steps", "min_steps", "check_val_every_n_epoch",
+               "log_every_n_steps", "accumulate_grad_batches", "num_sanity_val_steps", "num_nodes")
+_NUMBER_PARAMS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "gradient_clip_val")
+
+
+def _check_trainer_types(params: dict) -> None:
+    for key in _INT_PARAMS:
+        v = params.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ConfigError(f"trainer_params.{key} must be an integer, got {v!r}")
+    for key in _NUMBER_PARAMS:
+        v = params.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise ConfigError(f"trainer_params.{key} must be a non-negative number, got {v!r}")
 
 
 def _check_kwargs(section: Any, where: str, cls: Callable[[], type], reserved: dict[str, str]) -> None:

@@ -14,7 +14,6 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torchx import build
 from torchx.callbacks.base_logger import BaseLogger, ProgressBar
 from torchx.datasets.base import TensorDataModule
-from torchx.errors import ConfigError
 from torchx.run import Run, claim, is_rank_zero
 
 
@@ -26,7 +25,8 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, gpus: list
     if params.get("enable_progress_bar", True):
         cbs.append(ProgressBar(logger.report))
     if params.get("enable_checkpointing", True):
-        cbs.append(ModelCheckpoint(dirpath=run.ckpt_dir, **build.checkpoint_args(cfg)))
+        with build.reported_as(f"checkpoint {cfg.get('checkpoint') or {}}"):
+            cbs.append(ModelCheckpoint(dirpath=run.ckpt_dir, **build.checkpoint_args(cfg)))
     kwargs = {"logger": TensorBoardLogger(save_dir=run.dir, name="default", version=0),
               "log_every_n_steps": 50, **params, "callbacks": cbs}
     if isinstance(data, TensorDataModule):
@@ -34,11 +34,14 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, gpus: list
     return kwargs
 
 
-def make_trainer(kwargs: dict[str, Any]) -> pl.Trainer:
-    try:
+def make_trainer(cfg: dict, kwargs: dict[str, Any]) -> pl.Trainer:
+    with build.reported_as(f"trainer_params {cfg.get('trainer_params') or {}}"):
         return pl.Trainer(**kwargs)
-    except (ValueError, TypeError) as e:  # Lightning's MisconfigurationException is a ValueError
-        raise ConfigError(f"trainer_params: {e}") from None
+
+
+def dry_check(args: argparse.Namespace, run: Run) -> None:
+    """What --dry-run builds for train_pl.py beyond the shared components: the Trainer itself."""
+    make_trainer(run.config, trainer_kwargs(run.config, run, build.data_module(run.config), args.gpus))
 
 
 def train(args: argparse.Namespace, run: Run) -> int:
@@ -47,12 +50,14 @@ def train(args: argparse.Namespace, run: Run) -> int:
     data, wrapper = build.data_module(cfg), build.wrapper(cfg)
     data.prepare_data()
     data.setup("fit")  # missing or broken data files fail here, before the run directory exists
-    trainer = make_trainer(trainer_kwargs(cfg, run, data, args.gpus))
+    build.check_monitors(cfg, wrapper)
+    trainer = make_trainer(cfg, trainer_kwargs(cfg, run, data, args.gpus))
     claim(run)
     for noise in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*",
                   ".*exists and is not empty.*"):
         warnings.filterwarnings("ignore", message=noise)  # advice that does not apply to in-memory data
-    trainer.fit(wrapper, datamodule=data, ckpt_path=str(run.ckpt_path) if run.ckpt_path else None)
+    with build.reported_as("training"):  # e.g. a monitored metric that the wrapper never logged
+        trainer.fit(wrapper, datamodule=data, ckpt_path=str(run.ckpt_path) if run.ckpt_path else None)
     if trainer.interrupted:
         return 130
     results = {"epochs": trainer.current_epoch, "global_step": trainer.global_step}

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from torchx.errors import ConfigError
 from torchx.registry import Registry
 
 
@@ -24,12 +25,21 @@ _TORCH_OPTIMIZERS = _torch_classes(torch.optim, torch.optim.Optimizer)
 _TORCH_SCHEDULERS = _torch_classes(torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler)
 _TORCH_SCHEDULERS["ReduceLROnPlateau"] = torch.optim.lr_scheduler.ReduceLROnPlateau
 # These take Python callables or other schedulers, which a YAML file cannot spell.
-for _name in ("LambdaLR", "MultiplicativeLR", "ChainedScheduler", "SequentialLR"):
+_REFUSED = ("LambdaLR", "MultiplicativeLR", "ChainedScheduler", "SequentialLR")
+for _name in _REFUSED:
     _TORCH_SCHEDULERS.pop(_name, None)
+
+
+def _torch_scheduler(name: str) -> type | None:
+    if name in _REFUSED:
+        raise ConfigError(f"lr_scheduler '{name}' cannot be built from a config: it takes Python callables or "
+                          f"other schedulers. Register a factory with @torchx.optim.register_scheduler instead")
+    return _TORCH_SCHEDULERS.get(name)
+
 
 optimizers = Registry("optimizer", fallback=_TORCH_OPTIMIZERS.get,
                       fallback_names=lambda: list(_TORCH_OPTIMIZERS))
-schedulers = Registry("lr_scheduler", fallback=_TORCH_SCHEDULERS.get,
+schedulers = Registry("lr_scheduler", fallback=_torch_scheduler,
                       fallback_names=lambda: list(_TORCH_SCHEDULERS))
 register_optimizer = optimizers.register
 register_scheduler = schedulers.register

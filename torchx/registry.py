@@ -66,7 +66,7 @@ class Registry:
             known = self.keys()
             raise ConfigError(
                 f"unknown {self.kind} '{name}'{close_matches(str(name), known)}; "
-                f"known {self.kind}s: {', '.join(known) or '(none)'}")
+                f"known {self.kind} names: {', '.join(known) or '(none)'}")
         return obj
 
     def check(self, spec: Any, args: Mapping[str, Any] | None = None,
@@ -100,7 +100,7 @@ class Registry:
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"{self.kind} '{spec['name']}' rejected its arguments "
-                              f"{kwargs!r}: {e}") from e
+                              f"{spec.get('args') or {}}: {e}") from e
 
     def _bind(self, name: str, ctor: Any, kwargs: dict[str, Any], supplied: tuple[str, ...]) -> None:
         try:
@@ -131,7 +131,10 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         if isinstance(name, str) and name in self._entries:
             return True
-        return bool(self._fallback and isinstance(name, str) and self._fallback(name) is not None)
+        try:
+            return bool(self._fallback and isinstance(name, str) and self._fallback(name) is not None)
+        except ConfigError:  # a fallback that refuses the name
+            return False
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())

@@ -58,6 +58,8 @@ class Run:
 def locate(save_dir: str, name: str, resume: str | bool | None) -> tuple[Path, Path | None]:
     """The run directory and the checkpoint to resume from; refuses to reuse a directory silently."""
     run_dir = Path(save_dir) / name
+    if Path(save_dir).exists() and not Path(save_dir).is_dir():
+        raise ConfigError(f"--save-dir '{save_dir}' is a file, not a folder; pick another --save-dir")
     if not resume:
         if run_dir.exists() and is_rank_zero():
             raise ConfigError(f"run directory '{run_dir}' already exists; torchx never overwrites a run. "
@@ -75,6 +77,24 @@ def locate(save_dir: str, name: str, resume: str | bool | None) -> tuple[Path, P
     if not ckpt.is_file():
         raise ConfigError(f"--resume: checkpoint '{ckpt}' does not exist")
     return run_dir, ckpt
+
+
+def inspect_checkpoint(path: Path) -> dict:
+    """Open a checkpoint safely (weights only, memory-mapped) and check it has what resume needs."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # any unreadable file: truncated, not a checkpoint, needs full unpickling
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--resume: '{path}' is not a readable PyTorch checkpoint ({reason})") from None
+    if not isinstance(ckpt, dict):
+        raise ConfigError(f"--resume: '{path}' holds a {type(ckpt).__name__}, not a training checkpoint")
+    missing = [k for k in ("state_dict", "epoch", "global_step", "optimizer_states") if k not in ckpt]
+    if missing:
+        raise ConfigError(f"--resume: '{path}' is not a training checkpoint (missing {', '.join(missing)}); "
+                          f"resume needs one written by train_pl.py or train.py")
+    return ckpt
 
 
 def saved_config(run_dir: Path) -> dict | None:
@@ -106,12 +126,14 @@ def claim(run: Run) -> None:
         run.resumes = len(list(run.dir.glob("provenance*.json")))
         suffix = f"-resume-{run.resumes}"
     else:
-        run.dir.parent.mkdir(parents=True, exist_ok=True)
         try:
+            run.dir.parent.mkdir(parents=True, exist_ok=True)
             run.dir.mkdir()
         except FileExistsError:
             raise ConfigError(f"run directory '{run.dir}' was created by another process just now; "
                               f"start again with another --name") from None
+        except OSError as e:
+            raise ConfigError(f"cannot create run directory '{run.dir}': {e.strerror}") from None
         suffix = ""
         snapshot(run)
     _write_yaml(run.dir / f"config{suffix}.yaml", run.config)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import datetime
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl

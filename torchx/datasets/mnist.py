@@ -25,7 +25,10 @@ MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
 
 def read_idx(path: Path) -> torch.Tensor:
     """An IDX file (optionally gzipped) of unsigned bytes as a uint8 tensor; checks header and size."""
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as e:  # BadGzipFile is an OSError; a cut-off stream is an EOFError
+        raise ConfigError(f"{path}: cannot decompress ({e}); the file is truncated or corrupt") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ConfigError(f"{path} is not an IDX file (bad magic number)")
     if raw[2] != 0x08:
@@ -39,6 +42,8 @@ def read_idx(path: Path) -> torch.Tensor:
     if len(raw) != header + size:
         raise ConfigError(f"{path}: header says shape {shape} ({header + size} bytes) but the file "
                           f"has {len(raw)} bytes; it is truncated or corrupt")
+    if size == 0:
+        return torch.empty(shape, dtype=torch.uint8)
     return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(shape)
 
 

@@ -104,7 +104,7 @@ class BaseWrapper(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self.training_loss(batch)
-        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
+        if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:  # when Lightning writes logs
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
         return loss
 
@@ -127,6 +127,11 @@ class BaseWrapper(pl.LightningModule):
         optimizer, scheds = self.build_optimizers()
         return {"optimizer": optimizer, "lr_scheduler": scheds[0]} if len(scheds) == 1 else \
             ([optimizer], scheds) if scheds else optimizer
+
+    def logged_metrics(self) -> set[str]:
+        """Every metric name this wrapper logs (checked against monitors before training)."""
+        return {f"{stage}/{m}" for stage in ("train", "val", "test") for m in ("loss", "acc")} - {"train/acc"} | \
+            {"train/loss_step"}
 
     def describe(self) -> str:
         n = sum(p.numel() for p in self.model.parameters())
