@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 import yaml
+
 from helpers import (
     ROOT,
     SHARED_MNIST,

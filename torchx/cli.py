@@ -69,10 +69,14 @@ def prepare(args: argparse.Namespace) -> Run:
     if name in (".", "..") or "/" in name or "\\" in name:
         raise ConfigError(f"--name {name!r} must be a plain folder name, without '/'")
     run_dir, ckpt = locate(args.save_dir, name, args.resume)
+    # resuming: this run's saved config; else --config; else the config saved beside the checkpoint
     saved = saved_config(run_dir) if args.resume else None
-    if saved is None and isinstance(args.resume, str):
-        saved = saved_config(Path(args.resume).resolve().parent.parent)  # a checkpoint of another run
+    if saved is None and isinstance(args.resume, str) and not args.config:
+        saved = saved_config(Path(args.resume).resolve().parent.parent)
     if saved is not None:
+        if args.config:
+            print(f"resuming with the saved config of '{run_dir}'; --config {args.config} is not read",
+                  file=sys.stderr)
         cfg = C.resolve(C.apply_overrides(saved, args.overrides))
         for line in config_diff(saved, cfg):
             print(f"override on resume: {line}", file=sys.stderr)

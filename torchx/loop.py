@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,7 +316,8 @@ def tensorboard_writer(run: Run, wrapper):
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "hparams.yaml").exists():
         (folder / "hparams.yaml").write_text(yaml.safe_dump(dict(wrapper.hparams), sort_keys=False))
-    return SummaryWriter(logdir=str(folder), flush_secs=30)
+    # a new events file per start, named apart even when a resume starts within the same second
+    return SummaryWriter(logdir=str(folder), flush_secs=30, filename_suffix=f".{os.getpid()}.{run.resumes}")
 
 
 def log_scalars(writer, metrics: dict[str, float], state: State, step: int | None = None) -> None:
@@ -337,7 +339,7 @@ class Checkpoints:
             if key not in CHECKPOINT_KEYS:
                 raise ConfigError(f"train.py does not support checkpoint.{key}; it supports "
                                   f"{', '.join(sorted(CHECKPOINT_KEYS))} (use train_pl.py for the rest)")
-        self.dir, self.enabled = dirpath, enabled
+        self.dir, self.enabled = Path(os.path.realpath(dirpath)), enabled  # as ModelCheckpoint stores it
         self.monitor, self.mode = args.get("monitor"), args.get("mode", "min")
         if self.mode not in ("min", "max"):
             raise ConfigError(f"checkpoint.mode must be 'min' or 'max', got {self.mode!r}")
