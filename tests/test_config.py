@@ -802,3 +802,10 @@ def test_check_unknown_callback_names_its_index():
     cfg["callbacks"] = [{"name": "surely_not_a_callback"}]
     with pytest.raises(ConfigError, match=r"^callbacks\.0: unknown callback 'surely_not_a_callback'"):
         check(cfg)
+
+
+def test_merge_delete_replaces_instead_of_merging(tmp_path):
+    write(tmp_path, "base.yaml", "spec: {name: mlp, args: {in_dim: 64, hidden: [8]}}\nkeep: 1\n")
+    path = write(tmp_path, "child.yaml",
+                 "_base_: base.yaml\nspec: {_delete_: true, name: conv, args: {width: 4}}\n")
+    assert load(path) == {"spec": {"name": "conv", "args": {"width": 4}}, "keep": 1}

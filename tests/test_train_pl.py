@@ -22,6 +22,7 @@ from helpers import (
     write_config,
     write_fake_mnist,
 )
+from torchx.config import load
 
 
 @pytest.fixture
@@ -114,7 +115,7 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 def test_every_shipped_config_runs_a_few_batches(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mnist = write_fake_mnist(tmp_path / "mnist")
-    cfg = yaml.safe_load(config.read_text())
+    cfg = load(config)  # with its _base_ files
     argv = ["--config", str(config), "--save-dir", "save", "trainer_params.max_epochs=1",
             "+trainer_params.limit_train_batches=2", "+trainer_params.limit_val_batches=1",
             "+trainer_params.limit_test_batches=1", "+trainer_params.enable_progress_bar=false"]

@@ -138,7 +138,9 @@ def read_yaml(path: str | os.PathLike) -> dict:
 def merge(*configs: dict) -> dict:
     """Deep-merge dicts left to right: later wins, lists and scalars are replaced whole.
 
-    (OmegaConf.merge refuses to put a list where a dict was; a config that does so means it.)
+    A mapping with `_delete_: true` replaces what it lands on instead of merging into it
+    (MMEngine's convention): a new model's args should not inherit the old model's.
+    OmegaConf.merge is not used: it refuses to put a list where a dict was.
     """
     merged: dict = {}
     for cfg in configs:
@@ -147,10 +149,12 @@ def merge(*configs: dict) -> dict:
 
 
 def _merge2(a: Any, b: Any) -> Any:
+    if isinstance(b, dict) and b.get("_delete_") is True:
+        return {k: _merge2({}, v) for k, v in b.items() if k != "_delete_"}
     if isinstance(a, dict) and isinstance(b, dict):
         out = dict(a)
         for k, v in b.items():
-            out[k] = _merge2(a[k], v) if k in a else copy.deepcopy(v)
+            out[k] = _merge2(a[k] if k in a else None, v)
         return out
     return copy.deepcopy(b)
 

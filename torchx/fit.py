@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import warnings
 from typing import Any
 
@@ -15,6 +16,9 @@ from torchx import build
 from torchx.callbacks.base_logger import BaseLogger, ProgressBar
 from torchx.datasets.base import TensorDataModule
 from torchx.run import Run, claim, is_rank_zero
+
+_lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+_lightning_log.addFilter(lambda record: "litlogger" not in record.getMessage())  # an advert, not information
 
 
 def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, gpus: list[int] | None) -> dict[str, Any]:
@@ -41,7 +45,12 @@ def make_trainer(cfg: dict, kwargs: dict[str, Any]) -> pl.Trainer:
 
 def dry_check(args: argparse.Namespace, run: Run) -> None:
     """What --dry-run builds for train_pl.py beyond the shared components: the Trainer itself."""
-    make_trainer(run.config, trainer_kwargs(run.config, run, build.data_module(run.config), args.gpus))
+    level = _lightning_log.level
+    _lightning_log.setLevel(logging.WARNING)  # "GPU available: ..." belongs to a real run
+    try:
+        make_trainer(run.config, trainer_kwargs(run.config, run, build.data_module(run.config), args.gpus))
+    finally:
+        _lightning_log.setLevel(level)
 
 
 def train(args: argparse.Namespace, run: Run) -> int:

@@ -1,0 +1,348 @@
+"""Per-step training overhead of torchx's two loops, measured against a hand-written PyTorch loop.
+
+    python bench/overhead.py [--quick] [--model tiny_cnn|cnn|both] [--threads 1] [--rounds 5]
+
+Every figure is measured side by side in this one process: each round runs every variant once
+(the order rotated from round to round), the first round is a warm-up and is dropped, and a
+ratio is the median over rounds of (variant / reference) timed in the same round. Absolute
+seconds are noise on a shared machine; the ratios are the result.
+
+Variants (same model, initial weights, data, batch size, optimizer and thread count):
+  raw              hand-written loop over the uint8 tensor (randperm, slice, normalise, step)
+  train.py         torchx.loop.fit, built as torchx.loop.train builds it (progress bar off)
+  train.py +bar    the same with the tqdm progress bar on (written to /dev/null)
+  lightning-plain  minimal LightningModule + bare pl.Trainer (no logger, no callbacks)
+  train_pl.py      torchx.fit.trainer_kwargs + make_trainer: BaseWrapper, BaseLogger,
+                   TensorBoardLogger (progress bar off)
+  train_pl.py +bar the same with torchx's ProgressBar (written to /dev/null)
+
+Timed region: raw and train.py time the epochs loop itself (torchx.loop.fit for train.py).
+Lightning variants use a callback that reads time.perf_counter() at the first
+on_train_epoch_start and at on_train_end, so Trainer construction, strategy setup,
+configure_optimizers, the model summary and process start are all excluded. Seconds per
+step = timed seconds / optimizer steps taken.
+Checkpointing is off in every variant unless --checkpoints is given (then train.py writes
+its Checkpoints and train_pl.py keeps torchx's ModelCheckpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import logging
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import torchx.fit  # noqa: E402
+import torchx.loop  # noqa: E402
+from torchx import build, models  # noqa: E402
+from torchx import config as C  # noqa: E402
+from torchx.callbacks.base_logger import EpochReport  # noqa: E402
+from torchx.datasets.synthetic import Synthetic  # noqa: E402
+from torchx.run import Run  # noqa: E402
+
+LOSSES = {"tiny_cnn": "ce", "cnn": "nll"}  # cnn returns log-probabilities
+# epochs per timed run: (full, --quick); 2048 samples / batch 64 = 32 steps per epoch
+EPOCHS = {"tiny_cnn": (10, 3), "cnn": (2, 1)}
+
+
+@dataclass
+class Spec:
+    model: str
+    loss: str
+    epochs: int
+    n_train: int
+    batch: int
+    lr: float
+    seed: int
+    checkpoints: bool
+
+    def config(self, progress_bar: bool) -> dict:
+        """The torchx config both torchx variants run."""
+        cfg = {
+            "data_module": {"name": "synthetic", "args": {"n_train": self.n_train, "n_test": 64, "val_split": 0,
+                                                          "batch_size": self.batch}},
+            "train_wrapper": {"name": "base", "args": {
+                "model_spec": {"name": self.model}, "loss_spec": {"name": self.loss},
+                "optim_spec": {"name": "SGD", "args": {"lr": self.lr}}}},
+            "trainer_params": {"max_epochs": self.epochs, "limit_val_batches": 0,
+                               "enable_progress_bar": progress_bar, "enable_checkpointing": self.checkpoints},
+            "seed": self.seed,
+        }
+        C.check(cfg)
+        return cfg
+
+
+@contextlib.contextmanager
+def quiet():
+    """stdout and stderr (epoch lines, tqdm bars, Lightning's notices) to /dev/null."""
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        yield
+
+
+@contextlib.contextmanager
+def scratch():
+    path = Path(tempfile.mkdtemp(prefix="torchx-bench-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def train_images(spec: Spec) -> tuple[torch.Tensor, torch.Tensor]:
+    data = Synthetic(n_train=spec.n_train, n_test=64, val_split=0, batch_size=spec.batch)
+    data.setup("fit")
+    return data.splits["train"]
+
+
+def make_model(spec: Spec) -> nn.Module:
+    torch.manual_seed(spec.seed)  # the same initial weights in every variant
+    return models.make({"name": spec.model})
+
+
+def torch_loss(spec: Spec) -> nn.Module:
+    return nn.CrossEntropyLoss() if spec.loss == "ce" else nn.NLLLoss()
+
+
+# ---------------------------------------------------------------- variants: each returns (seconds, steps)
+
+
+def run_raw(spec: Spec, data: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, int]:
+    images, labels = data
+    mean, std = Synthetic.mean, Synthetic.std
+    model, loss_fn = make_model(spec), torch_loss(spec)
+    opt = torch.optim.SGD(model.parameters(), lr=spec.lr)
+    model.train()
+    n, b, steps = len(labels), spec.batch, 0
+    t0 = time.perf_counter()
+    for _ in range(spec.epochs):
+        perm = torch.randperm(n)
+        for i in range(0, n, b):
+            idx = perm[i:i + b]
+            x = images[idx].float().div(255).sub(mean).div(std)
+            y = labels[idx]
+            loss = loss_fn(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+    return time.perf_counter() - t0, steps
+
+
+def run_train_py(spec: Spec, progress_bar: bool) -> tuple[float, int]:
+    """torchx.loop.fit, with the components built the way torchx.loop.train builds them."""
+    loop = torchx.loop
+    cfg = spec.config(progress_bar)
+    settings = loop.Settings.from_config(cfg["trainer_params"])
+    device = torch.device("cpu")
+    pl.seed_everything(cfg["seed"], workers=True, verbose=False)
+    data, wrapper = build.data_module(cfg), build.wrapper(cfg)
+    loop.check_wrapper(wrapper, cfg["train_wrapper"]["name"])
+    data.prepare_data()
+    data.setup("fit")
+    with scratch() as tmp:
+        run = Run(dir=tmp / "r", config=cfg)
+        run.dir.mkdir(parents=True)
+        ckpts = loop.Checkpoints(run.ckpt_dir, cfg.get("checkpoint") or {}, enabled=settings.checkpointing)
+        wrapper.to(device)
+        optimizer, scheds = wrapper.build_optimizers()
+        state = loop.State()
+        writer = loop.tensorboard_writer(run, wrapper)
+        report = EpochReport(None)
+        gc.collect()
+        with quiet():
+            t0 = time.perf_counter()
+            loop.fit(wrapper, data, optimizer, scheds, settings, state, ckpts, writer, report, device)
+            elapsed = time.perf_counter() - t0
+        writer.close()
+    return elapsed, state.step
+
+
+class StepTimer(pl.Callback):
+    """perf_counter at the first on_train_epoch_start and at on_train_end; steps taken in between."""
+
+    def __init__(self) -> None:
+        self.t0: float | None = None
+        self.t1 = 0.0
+        self.step0 = 0
+        self.steps = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.t0 is None:
+            self.step0 = trainer.global_step
+            self.t0 = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.t1 = time.perf_counter()
+        self.steps = trainer.global_step - self.step0
+
+    def result(self) -> tuple[float, int]:
+        assert self.t0 is not None and self.steps > 0, "the timer callback never ran"
+        return self.t1 - self.t0, self.steps
+
+
+class PlainModule(pl.LightningModule):
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, lr: float) -> None:
+        super().__init__()
+        self.model, self.loss_fn, self.lr = model, loss_fn, lr
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return self.loss_fn(self.model(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def run_lightning_plain(spec: Spec) -> tuple[float, int]:
+    cfg = spec.config(False)
+    pl.seed_everything(spec.seed, verbose=False)
+    data = build.data_module(cfg)  # torchx's loader over the same uint8 tensor, for a like-for-like input path
+    data.setup("fit")
+    module = PlainModule(make_model(spec), torch_loss(spec), spec.lr)
+    timer = StepTimer()
+    with quiet():
+        trainer = pl.Trainer(max_epochs=spec.epochs, accelerator="cpu", devices=1, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             num_sanity_val_steps=0, limit_val_batches=0, callbacks=[timer])
+        gc.collect()
+        trainer.fit(module, train_dataloaders=data.train_dataloader())
+    return timer.result()
+
+
+def run_train_pl(spec: Spec, progress_bar: bool) -> tuple[float, int]:
+    """torchx.fit's Trainer (its callbacks, logger and defaults) with a timer callback added."""
+    cfg = spec.config(progress_bar)
+    pl.seed_everything(cfg["seed"], workers=True, verbose=False)
+    data, wrapper = build.data_module(cfg), build.wrapper(cfg)
+    data.prepare_data()
+    data.setup("fit")
+    timer = StepTimer()
+    with scratch() as tmp, quiet():
+        run = Run(dir=tmp / "r", config=cfg)
+        run.dir.mkdir(parents=True)
+        kwargs = torchx.fit.trainer_kwargs(cfg, run, data, None)
+        kwargs["callbacks"].append(timer)
+        trainer = torchx.fit.make_trainer(cfg, kwargs)
+        gc.collect()
+        trainer.fit(wrapper, datamodule=data)
+    return timer.result()
+
+
+# ---------------------------------------------------------------- harness
+
+
+def measure(spec: Spec, rounds: int, log: bool) -> dict[str, list[float]]:
+    data = train_images(spec)
+    variants = {
+        "raw": lambda: run_raw(spec, data),
+        "train.py": lambda: run_train_py(spec, False),
+        "train.py +bar": lambda: run_train_py(spec, True),
+        "lightning-plain": lambda: run_lightning_plain(spec),
+        "train_pl.py": lambda: run_train_pl(spec, False),
+        "train_pl.py +bar": lambda: run_train_pl(spec, True),
+    }
+    names = list(variants)
+    per_step: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds + 1):  # round 0 is the warm-up
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            seconds, steps = variants[name]()
+            if r > 0:
+                per_step[name].append(seconds / steps)
+        if log:
+            label = "warm-up" if r == 0 else f"round {r}/{rounds}"
+            print(f"  {label} done", file=sys.stderr, flush=True)
+    return per_step
+
+
+def ratio(per_step: dict[str, list[float]], a: str, b: str) -> tuple[float, float, float]:
+    """Median, min and max over rounds of a/b, both timed in the same round."""
+    rs = [x / y for x, y in zip(per_step[a], per_step[b])]
+    return statistics.median(rs), min(rs), max(rs)
+
+
+TARGETS = [  # (numerator, denominator, limit, required)
+    ("train.py", "raw", 1.05, True),
+    ("train.py +bar", "raw", 1.05, False),
+    ("train_pl.py", "lightning-plain", 1.05, False),
+    ("train_pl.py", "raw", 1.35, False),
+]
+
+
+def report(spec: Spec, per_step: dict[str, list[float]], rounds: int, threads: int) -> bool:
+    n_params = sum(p.numel() for p in make_model(spec).parameters())
+    steps = spec.epochs * -(-spec.n_train // spec.batch)
+    print(f"\nmodel {spec.model} ({n_params:,} parameters), loss {spec.loss}, SGD lr {spec.lr}; synthetic uint8 "
+          f"1x28x28, {spec.n_train} training samples, batch {spec.batch}, no validation")
+    print(f"torch.set_num_threads({threads}) for all variants; {spec.epochs} epochs = {steps} steps per timed run; "
+          f"{rounds} rounds after 1 warm-up round, variants interleaved (order rotated each round)")
+    print("checkpointing: " + ("ON (train.py Checkpoints, train_pl.py ModelCheckpoint)" if spec.checkpoints else
+                               "off everywhere (train.py Checkpoints(enabled=False), train_pl.py "
+                               "enable_checkpointing=False)"))
+    print(f"\n{'variant':<18} {'median s/step':>14} {'ratio to raw':>13} {'(min..max over rounds)':>24}")
+    for name, times in per_step.items():
+        med, lo, hi = ratio(per_step, name, "raw")
+        print(f"{name:<18} {statistics.median(times):>14.6f} {med:>13.3f} {f'({lo:.3f}..{hi:.3f})':>24}")
+    print("\nratio = median over rounds of (variant / reference), both timed in the same round")
+    ok = True
+    for a, b, limit, required in TARGETS:
+        med, lo, hi = ratio(per_step, a, b)
+        verdict = "PASS" if med <= limit else "FAIL"
+        ok &= verdict == "PASS" or not required
+        note = "" if required else "  (information)"
+        print(f"target {a} / {b} <= {limit:.2f}: {med:.3f} (rounds {lo:.3f}..{hi:.3f}) {verdict}{note}")
+    return ok
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="3 rounds and fewer epochs (under a minute)")
+    p.add_argument("--model", choices=("tiny_cnn", "cnn", "both"), default="both")
+    p.add_argument("--rounds", type=int, help="timed rounds (default 5, --quick 3); at least 3")
+    p.add_argument("--epochs", type=int, help="epochs per timed run (default: tiny_cnn 10/3, cnn 2/1 with --quick)")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every variant (default 1)")
+    p.add_argument("--n-train", type=int, default=2048)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--checkpoints", action="store_true", help="keep torchx's checkpointing on in both torchx loops")
+    args = p.parse_args()
+    rounds = args.rounds or (3 if args.quick else 5)
+    if rounds < 3:
+        p.error("--rounds must be at least 3")
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")  # Lightning's advice about workers and log intervals
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    print(f"torchx overhead benchmark: torch {torch.__version__}, pytorch_lightning {pl.__version__}, "
+          f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
+          f"{', --quick' if args.quick else ''}")
+    ok = True
+    for model in ("tiny_cnn", "cnn") if args.model == "both" else (args.model,):
+        epochs = args.epochs or EPOCHS[model][1 if args.quick else 0]
+        spec = Spec(model=model, loss=LOSSES[model], epochs=epochs, n_train=args.n_train, batch=args.batch_size,
+                    lr=0.01, seed=0, checkpoints=args.checkpoints)
+        t0 = time.perf_counter()
+        print(f"\n[{model}] measuring ...", file=sys.stderr, flush=True)
+        per_step = measure(spec, rounds, log=True)
+        ok &= report(spec, per_step, rounds, args.threads)
+        print(f"({model}: {time.perf_counter() - t0:.0f} s of measuring)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
