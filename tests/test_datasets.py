@@ -579,3 +579,27 @@ def test_real_mnist():
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (256, 1, 28, 28) and y.shape == (256,)
     assert abs(dm.splits["train"][0].float().mean().item() / 255 - MNIST.mean) < 0.002
+
+
+def test_download_fetches_missing_files_and_checks_md5(tmp_path, monkeypatch):
+    """The real download code, against a local file:// mirror (no network needed)."""
+    import hashlib
+
+    import torchx.datasets.mnist as mnist_module
+    from helpers import write_fake_mnist as write_mirror
+
+    mirror = write_mirror(tmp_path / "mirror", n_train=30, n_test=10)
+    md5 = {stem: hashlib.md5((mirror / f"{stem}.gz").read_bytes()).hexdigest() for stem in FILES}
+    monkeypatch.setattr(mnist_module, "FILES", {s: (FILES[s][0], md5[s]) for s in FILES})
+    monkeypatch.setattr(mnist_module, "MIRRORS", (mirror.as_uri() + "/",))
+    dm = MNIST(root_dir=str(tmp_path / "data"), download=True, val_split=5)
+    dm.prepare_data()
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(f"{s}.gz" for s in FILES)
+    dm.setup()
+    assert len(dm.splits["train"][1]) == 25 and len(dm.splits["test"][1]) == 10
+
+    bad = {s: (FILES[s][0], "0" * 32) for s in FILES}
+    monkeypatch.setattr(mnist_module, "FILES", bad)
+    with pytest.raises(ConfigError, match="could not download train-images-idx3-ubyte.gz: .*md5 mismatch"):
+        MNIST(root_dir=str(tmp_path / "other"), download=True).prepare_data()
+    assert not list((tmp_path / "other").glob("*.gz"))  # nothing half-written is left behind

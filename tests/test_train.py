@@ -121,3 +121,19 @@ def test_plain_loop_refuses_what_it_cannot_do(extra, phrase, tmp_path, monkeypat
         err = capsys.readouterr().err
         assert phrase in err and "Traceback" not in err
     assert not (tmp_path / "save").exists()
+
+
+def test_step_limited_run_agrees_with_lightning(tmp_path, monkeypatch):
+    """max_steps ending mid-epoch: same stopping point, same losses, a log line for the last epoch."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(max_steps=6)
+    del cfg["trainer_params"]["max_epochs"]
+    path = write_config(tmp_path / "s.yaml", cfg)
+    assert run_train_pl(["--config", str(path), "--save-dir", "save", "--name", "pl"]) == 0
+    assert run_train(["--config", str(path), "--save-dir", "save", "--name", "plain"]) == 0
+    for name in ("pl", "plain"):
+        results = json.loads((tmp_path / "save" / name / "results.json").read_text())
+        assert results["global_step"] == 6, name
+        lines = (tmp_path / "save" / name / "log.txt").read_text().splitlines()
+        assert len(lines) == 2 and "step 6" in lines[-1], (name, lines)
+    assert epoch_losses(tmp_path / "save" / "plain") == epoch_losses(tmp_path / "save" / "pl")

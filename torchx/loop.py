@@ -173,7 +173,8 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
     while not done(settings, state):
         train_epoch(wrapper, train_loader, per_epoch, optimizer, scheds, settings, state, writer, report, device)
         metrics = {}
-        if val_loader and settings.val_every and (state.epoch + 1) % settings.val_every == 0:
+        complete = state.last_epoch_batches == per_epoch  # pl.Trainer skips validation of a cut-short epoch
+        if val_loader and complete and settings.val_every and (state.epoch + 1) % settings.val_every == 0:
             metrics.update(evaluate(wrapper, val_loader, "val", settings, device, state))
             step_plateau(scheds, "step", metrics, state, batch_idx=state.last_epoch_batches - 1)
         metrics.update({k: float(v) for k, v in wrapper.epoch_metrics("train").items()})
@@ -364,7 +365,7 @@ class Checkpoints:
                 self._keep(path, float(state.step), wrapper, optimizer, scheds, state)
             elif self.monitor in metrics:
                 self._keep(path, metrics[self.monitor], wrapper, optimizer, scheds, state)
-            else:
+            elif any(k.startswith("val/") for k in metrics):  # validated, yet the monitor is missing
                 raise ConfigError(f"checkpoint.monitor '{self.monitor}' was not logged; logged: "
                                   f"{', '.join(sorted(metrics))}")
         if self.save_last:

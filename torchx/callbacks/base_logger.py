@@ -82,13 +82,18 @@ class BaseLogger(pl.Callback):
     def __init__(self, run_dir: str | Path) -> None:
         self.report = EpochReport(Path(run_dir) / "log.txt")
         self._pending: int | None = None  # epoch whose line is not written yet
+        self._validated = False  # whether validation ran in the pending epoch (else val/* are stale)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.report.start(trainer.global_step, trainer.estimated_stepping_batches)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._flush(trainer)
-        self._pending = trainer.current_epoch
+        self._pending, self._validated = trainer.current_epoch, False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._flush(trainer)
@@ -99,7 +104,8 @@ class BaseLogger(pl.Callback):
     def _flush(self, trainer: pl.Trainer) -> None:
         if self._pending is None or trainer.sanity_checking:
             return
-        metrics = {k: v for k, v in _floats(trainer.callback_metrics).items() if not k.endswith("_step")}
+        metrics = {k: v for k, v in _floats(trainer.callback_metrics).items()
+                   if not k.endswith("_step") and (self._validated or not k.startswith("val/"))}
         bar = trainer.progress_bar_callback
         self.report.write(self.report.line(self._pending, trainer.max_epochs, trainer.global_step, metrics),
                           echo=bar.print if bar is not None else print)
