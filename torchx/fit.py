@@ -9,12 +9,14 @@ import warnings
 from typing import Any
 
 import pytorch_lightning as pl
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from torchx import build
 from torchx.callbacks.base_logger import BaseLogger, ProgressBar
 from torchx.datasets.base import TensorDataModule
+from torchx.errors import ConfigError
 from torchx.run import Run, claim, is_rank_zero
 
 _lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
@@ -31,7 +33,8 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, gpus: list
     if params.get("enable_checkpointing", True):
         with build.reported_as(f"checkpoint {cfg.get('checkpoint') or {}}"):
             cbs.append(ModelCheckpoint(dirpath=run.ckpt_dir, **build.checkpoint_args(cfg)))
-    kwargs = {"logger": TensorBoardLogger(save_dir=run.dir, name="default", version=0),
+    tensorboard = TensorBoardLogger(save_dir=run.dir, name="default", version=0, default_hp_metric=False)
+    kwargs = {"logger": tensorboard,
               "log_every_n_steps": 50, **params, "callbacks": cbs}
     if isinstance(data, TensorDataModule):
         kwargs["use_distributed_sampler"] = False  # torchx's sampler shards by rank itself
@@ -65,8 +68,10 @@ def train(args: argparse.Namespace, run: Run) -> int:
     for noise in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*",
                   ".*exists and is not empty.*"):
         warnings.filterwarnings("ignore", message=noise)  # advice that does not apply to in-memory data
-    with build.reported_as("training"):  # e.g. a monitored metric that the wrapper never logged
+    try:
         trainer.fit(wrapper, datamodule=data, ckpt_path=str(run.ckpt_path) if run.ckpt_path else None)
+    except MisconfigurationException as e:  # e.g. a monitored metric that a user's wrapper never logs;
+        raise ConfigError(f"training stopped: {e}") from e  # errors from model code keep their traceback
     if trainer.interrupted:
         return 130
     results = {"epochs": trainer.current_epoch, "global_step": trainer.global_step}
@@ -75,7 +80,8 @@ def train(args: argparse.Namespace, run: Run) -> int:
         results["best_model_path"] = ckpt.best_model_path
         if ckpt.best_model_score is not None:
             results["best_model_score"] = float(ckpt.best_model_score)
-    if isinstance(data, TensorDataModule) and data.has_split("test") or not isinstance(data, TensorDataModule):
+    # torchx's data modules say whether they have a test set; a user's is asked through trainer.test
+    if not isinstance(data, TensorDataModule) or data.has_split("test"):
         best = results.get("best_model_path")
         tested = trainer.test(wrapper, datamodule=data, ckpt_path=best, verbose=False)
         results["test"] = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
