@@ -20,7 +20,8 @@ def data_module(cfg: dict) -> pl.LightningDataModule:
 
 
 def wrapper(cfg: dict) -> pl.LightningModule:
-    return wrappers.make(cfg["train_wrapper"])
+    """The training wrapper; the top-level `metrics:` list is handed to it as `metrics`."""
+    return wrappers.make(cfg["train_wrapper"], args={"metrics": cfg["metrics"]} if cfg.get("metrics") else None)
 
 
 @contextlib.contextmanager
@@ -45,12 +46,17 @@ def user_callbacks(cfg: dict) -> list[pl.Callback]:
     return built
 
 
+def declared_metrics(wrapper: Any) -> set[str]:
+    """What the wrapper says it logs (`logged_metrics()`), or nothing if it does not say."""
+    logged = getattr(wrapper, "logged_metrics", None)
+    return set(logged()) if callable(logged) else set()
+
+
 def check_monitors(cfg: dict, wrapper: Any) -> None:
     """Metrics named by checkpoint.monitor, callbacks and schedulers must be ones the wrapper logs."""
-    logged = getattr(wrapper, "logged_metrics", None)
-    if not callable(logged):
+    known = sorted(declared_metrics(wrapper))
+    if not known:
         return  # a user wrapper that does not declare its metrics is checked when they are logged
-    known = sorted(logged())
     named = [("checkpoint.monitor", (cfg.get("checkpoint") or {}).get("monitor"))]
     named += [(f"callbacks.{i}.args.monitor", (spec.get("args") or {}).get("monitor"))
               for i, spec in enumerate(cfg.get("callbacks") or [])]

@@ -150,7 +150,7 @@ def fail(prog: str, e: BaseException) -> int:
 
 # ---------------------------------------------------------------- python -m torchx
 
-KINDS = ("models", "losses", "datasets", "wrappers", "callbacks", "optimizers", "schedulers")
+KINDS = ("models", "losses", "datasets", "wrappers", "callbacks", "optimizers", "schedulers", "metrics")
 
 
 def tool_main(argv: list[str] | None = None) -> int:
@@ -162,10 +162,20 @@ def tool_main(argv: list[str] | None = None) -> int:
     cf = sub.add_parser("config", help="print the resolved, checked config")
     cf.add_argument("file")
     cf.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    pt = sub.add_parser("plot", help="draw the metrics of one or several runs (or a session) into a PNG")
+    pt.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    pt.add_argument("--metrics", help="comma-separated metric names (default: every logged metric)")
+    pt.add_argument("-o", "--out", default="plot.png", help="output PNG (default: plot.png)")
     args = p.parse_args(argv)
     try:
         if args.command == "list":
             return list_registered(args.kind, args.config)
+        if args.command == "plot":
+            from torchx.plot import plot
+
+            wanted = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+            print(f"wrote {plot(args.runs, wanted, args.out)}")
+            return 0
         cfg = C.load_config(args.file, args.overrides)
         C.import_modules(cfg)
         C.check(cfg)
@@ -176,13 +186,13 @@ def tool_main(argv: list[str] | None = None) -> int:
 
 
 def list_registered(kind: str | None, config_file: str | None) -> int:
-    from torchx import callbacks, datasets, losses, models, optim, wrappers
+    from torchx import callbacks, datasets, losses, metrics, models, optim, wrappers
 
     if config_file:
         C.import_modules(C.load_config(config_file))
     registries = {"models": models.registry, "losses": losses.registry, "datasets": datasets.registry,
                   "wrappers": wrappers.registry, "callbacks": callbacks.registry,
-                  "optimizers": optim.optimizers, "schedulers": optim.schedulers}
+                  "optimizers": optim.optimizers, "schedulers": optim.schedulers, "metrics": metrics.registry}
     for k in [kind] if kind else KINDS:
         print(f"{k}:")
         for name, origin, doc in registries[k].describe():

@@ -43,6 +43,7 @@ TOP_LEVEL_KEYS = {
     "trainer_params": "keyword arguments of pl.Trainer",
     "checkpoint": "keyword arguments of pl.callbacks.ModelCheckpoint",
     "callbacks": "list of callback specs (callbacks registry)",
+    "metrics": "list of metric specs (torchmetrics by snake_case name, or the metrics registry)",
 }
 REQUIRED_KEYS = ("data_module", "train_wrapper")
 
@@ -420,7 +421,7 @@ def _where(e: BaseException) -> str:
 
 def spec_registry(key: str) -> Registry | None:
     """The registry a nested spec key builds from: `*optim_spec` -> optimizers, ... else None."""
-    from torchx import callbacks, datasets, losses, models, optim, wrappers
+    from torchx import callbacks, datasets, losses, metrics, models, optim, wrappers
 
     if key == "data_module":
         return datasets.registry
@@ -428,6 +429,10 @@ def spec_registry(key: str) -> Registry | None:
         return wrappers.registry
     if key == "callbacks":
         return callbacks.registry
+    if key == "metrics":
+        return metrics.registry
+    if key == "schedulers":  # the inner specs of `sequential` / `chained`
+        return optim.schedulers
     if not isinstance(key, str) or not key.endswith("_spec"):
         return None
     for suffix, reg in (("optim_spec", optim.optimizers), ("sched_spec", optim.schedulers),
@@ -439,6 +444,7 @@ def spec_registry(key: str) -> Registry | None:
 
 # Arguments that the builder passes itself, so a config need not (and must not) give them.
 SUPPLIED = {"optimizer": ("params",), "lr_scheduler": ("optimizer",)}
+NOT_LOGGABLE = ("loss", "acc")  # names the wrapper logs itself
 
 
 def check(cfg: dict) -> None:
@@ -459,6 +465,7 @@ def check(cfg: dict) -> None:
         raise ConfigError(f"seed must be a non-negative integer or null, got {seed!r}")
     _check_spec(cfg["data_module"], "data_module", spec_registry("data_module"))
     _check_spec(cfg["train_wrapper"], "train_wrapper", spec_registry("train_wrapper"))
+    _check_metrics(cfg)
     callbacks = cfg.get("callbacks") or []
     if not isinstance(callbacks, list):
         raise ConfigError(f"callbacks must be a list of {{name, args}} specs, got {callbacks!r}")
@@ -495,6 +502,27 @@ def _check_spec(spec: Any, where: str, registry: Registry) -> None:
                 _check_spec(item, f"{where}.args.{key}.{i}", nested)
         else:
             _check_spec(value, f"{where}.args.{key}", nested)
+
+
+def _check_metrics(cfg: dict) -> None:
+    specs = cfg.get("metrics")
+    if specs is None:
+        return
+    if not isinstance(specs, list):
+        raise ConfigError(f"metrics must be a list of {{name, args}} specs, got {specs!r}")
+    seen = set()
+    for i, spec in enumerate(specs):
+        _check_spec(spec, f"metrics.{i}", spec_registry("metrics"))
+        if spec["name"] in seen or spec["name"] in NOT_LOGGABLE:
+            raise ConfigError(f"metrics.{i}: '{spec['name']}' is listed twice or clashes with the wrapper's own "
+                              f"{'/'.join(NOT_LOGGABLE)}; each metric is logged as val/<name>, so names must differ")
+        seen.add(spec["name"])
+    if specs:
+        try:
+            spec_registry("train_wrapper").check(cfg["train_wrapper"], args={"metrics": specs})
+        except ConfigError:
+            raise ConfigError(f"metrics: wrapper '{cfg['train_wrapper']['name']}' does not take a `metrics` "
+                              f"argument; drop the metrics list or use a wrapper that logs them (e.g. base)") from None
 
 
 def _check_sched_keys(spec: dict, where: str) -> None:

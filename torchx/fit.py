@@ -15,6 +15,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from torchx import build
 from torchx.callbacks.base_logger import BaseLogger, ProgressBar
+from torchx.csvlog import CSVLogger
 from torchx.datasets.base import TensorDataModule
 from torchx.errors import ConfigError
 from torchx.run import Run, claim, is_rank_zero
@@ -23,8 +24,9 @@ _lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
 _lightning_log.addFilter(lambda record: "litlogger" not in record.getMessage())  # an advert, not information
 
 
-def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, gpus: list[int] | None) -> dict[str, Any]:
-    """pl.Trainer arguments: trainer_params plus torchx's logger, checkpointing and callbacks."""
+def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: pl.LightningModule,
+                   gpus: list[int] | None) -> dict[str, Any]:
+    """pl.Trainer arguments: trainer_params plus torchx's loggers, checkpointing and callbacks."""
     params = build.apply_gpus(cfg, gpus)["trainer_params"]
     logger = BaseLogger(run.dir)
     cbs: list[pl.Callback] = [logger, *build.user_callbacks(cfg)]
@@ -34,7 +36,8 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, gpus: list
         with build.reported_as(f"checkpoint {cfg.get('checkpoint') or {}}"):
             cbs.append(ModelCheckpoint(dirpath=run.ckpt_dir, **build.checkpoint_args(cfg)))
     tensorboard = TensorBoardLogger(save_dir=run.dir, name="default", version=0, default_hp_metric=False)
-    kwargs = {"logger": tensorboard,
+    csv = CSVLogger(run.dir / "metrics.csv", build.declared_metrics(wrapper))
+    kwargs = {"logger": [tensorboard, csv],
               "log_every_n_steps": 50, **params, "callbacks": cbs}
     if isinstance(data, TensorDataModule):
         kwargs["use_distributed_sampler"] = False  # torchx's sampler shards by rank itself
@@ -51,7 +54,8 @@ def dry_check(args: argparse.Namespace, run: Run) -> None:
     level = _lightning_log.level
     _lightning_log.setLevel(logging.WARNING)  # "GPU available: ..." belongs to a real run
     try:
-        make_trainer(run.config, trainer_kwargs(run.config, run, build.data_module(run.config), args.gpus))
+        cfg = run.config
+        make_trainer(cfg, trainer_kwargs(cfg, run, build.data_module(cfg), build.wrapper(cfg), args.gpus))
     finally:
         _lightning_log.setLevel(level)
 
@@ -63,7 +67,7 @@ def train(args: argparse.Namespace, run: Run) -> int:
     data.prepare_data()
     data.setup("fit")  # missing or broken data files fail here, before the run directory exists
     build.check_monitors(cfg, wrapper)
-    trainer = make_trainer(cfg, trainer_kwargs(cfg, run, data, args.gpus))
+    trainer = make_trainer(cfg, trainer_kwargs(cfg, run, data, wrapper, args.gpus))
     claim(run)
     for noise in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*",
                   ".*exists and is not empty.*"):

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from torchx import build
 from torchx.callbacks.base_logger import EpochReport, fmt_seconds
+from torchx.csvlog import MetricsCSV
 from torchx.errors import ConfigError
 from torchx.run import Run, claim
 
@@ -133,11 +134,11 @@ def train(args: argparse.Namespace, run: Run) -> int:
     if run.ckpt_path:  # before claim(): a checkpoint that does not fit this model changes nothing
         state = load_checkpoint(run.ckpt_path, wrapper, optimizer, scheds, ckpts, device)
     claim(run)
-    writer = tensorboard_writer(run, wrapper)
+    logs = Logs(run, wrapper)
     report = EpochReport(run.dir / "log.txt")
-    fit(wrapper, data, optimizer, scheds, settings, state, ckpts, writer, report, device)
-    results = test(wrapper, data, settings, state, ckpts, writer, device)
-    writer.close()
+    fit(wrapper, data, optimizer, scheds, settings, state, ckpts, logs, report, device)
+    results = test(wrapper, data, settings, state, ckpts, logs, device)
+    logs.close()
     (run.dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print("final: " + json.dumps(results))
     return 0
@@ -161,7 +162,7 @@ def check_wrapper(wrapper: pl.LightningModule, name: str) -> None:
 
 
 def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpts: Checkpoints,
-        writer, report: EpochReport, device: torch.device) -> None:
+        logs: Logs, report: EpochReport, device: torch.device) -> None:
     train_loader = data.train_dataloader()
     per_epoch = settings.batches("train", len(train_loader))
     steps_per_epoch = math.ceil(per_epoch / settings.accumulate)
@@ -171,7 +172,7 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
     report.start(state.step, total)
     val_loader = data.val_dataloader()
     while not done(settings, state):
-        train_epoch(wrapper, train_loader, per_epoch, optimizer, scheds, settings, state, writer, report, device)
+        train_epoch(wrapper, train_loader, per_epoch, optimizer, scheds, settings, state, logs, report, device)
         metrics = {}
         complete = state.last_epoch_batches == per_epoch  # pl.Trainer skips validation of a cut-short epoch
         if val_loader and complete and settings.val_every and (state.epoch + 1) % settings.val_every == 0:
@@ -179,7 +180,7 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
             step_plateau(scheds, "step", metrics, state, batch_idx=state.last_epoch_batches - 1)
         metrics.update({k: float(v) for k, v in wrapper.epoch_metrics("train").items()})
         ckpts.save_epoch(wrapper, optimizer, scheds, state, metrics)
-        log_scalars(writer, metrics, state)
+        logs.epoch_end(metrics, state)
         state.epoch += 1
         step_plateau(scheds, "epoch", metrics, state, batch_idx=None)
         report.write(report.line(state.epoch - 1, settings.max_epochs, state.step, metrics), echo=tqdm.write)
@@ -191,7 +192,7 @@ def done(settings: Settings, state: State) -> bool:
 
 
 def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Settings, state: State,
-                writer, report: EpochReport, device: torch.device) -> None:
+                logs: Logs, report: EpochReport, device: torch.device) -> None:
     """One epoch, stepping like Lightning's automatic optimization (accumulation, clipping, schedulers)."""
     wrapper.train()
     loader.sampler.set_epoch(state.epoch)
@@ -212,7 +213,7 @@ def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Se
             optimizer.zero_grad(set_to_none=True)
             step_schedulers(scheds, "step", batch_idx, state)
             if (state.step + 1) % settings.log_every == 0:
-                writer.add_scalar("train/loss_step", float(loss.detach()), state.step)
+                logs.log({"train/loss_step": float(loss.detach())}, state.epoch, state.step)
             state.step += 1
         if batch_idx + 1 == n_batches:
             step_schedulers(scheds, "epoch", state.epoch, state)
@@ -287,7 +288,7 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch.to(device, non_blocking=True) if isinstance(batch, torch.Tensor) else batch
 
 
-def test(wrapper, data, settings: Settings, state: State, ckpts: Checkpoints, writer,
+def test(wrapper, data, settings: Settings, state: State, ckpts: Checkpoints, logs: Logs,
          device: torch.device) -> dict[str, Any]:
     """Test with the best checkpoint (else the last weights) when the data module has a test set."""
     results: dict[str, Any] = {"epochs": state.epoch, "global_step": state.step}
@@ -302,7 +303,7 @@ def test(wrapper, data, settings: Settings, state: State, ckpts: Checkpoints, wr
         sd = torch.load(ckpts.best_path, map_location=device, weights_only=True)["state_dict"]
         wrapper.load_state_dict(sd)
     metrics = evaluate(wrapper, loader, "test", settings, device)
-    log_scalars(writer, metrics, state, step=state.step)
+    logs.epoch_end(metrics, state, step=state.step)
     results["test"] = metrics
     return results
 
@@ -310,23 +311,33 @@ def test(wrapper, data, settings: Settings, state: State, ckpts: Checkpoints, wr
 # ---------------------------------------------------------------- logging
 
 
-def tensorboard_writer(run: Run, wrapper):
-    from tensorboardX import SummaryWriter
+class Logs:
+    """TensorBoard events (tensorboardX) and metrics.csv, with the tags and steps Lightning uses."""
 
-    folder = run.dir / "default" / "version_0"
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / "hparams.yaml").exists():
-        (folder / "hparams.yaml").write_text(yaml.safe_dump(dict(wrapper.hparams), sort_keys=False))
-    # a new events file per start, named apart even when a resume starts within the same second
-    return SummaryWriter(logdir=str(folder), flush_secs=30, filename_suffix=f".{os.getpid()}.{run.resumes}")
+    def __init__(self, run: Run, wrapper) -> None:
+        from tensorboardX import SummaryWriter
 
+        folder = run.dir / "default" / "version_0"
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "hparams.yaml").exists():
+            (folder / "hparams.yaml").write_text(yaml.safe_dump(dict(wrapper.hparams), sort_keys=False))
+        # a new events file per start, named apart even when a resume starts within the same second
+        self.tb = SummaryWriter(logdir=str(folder), flush_secs=30, filename_suffix=f".{os.getpid()}.{run.resumes}")
+        self.csv = MetricsCSV(run.dir / "metrics.csv", build.declared_metrics(wrapper))
 
-def log_scalars(writer, metrics: dict[str, float], state: State, step: int | None = None) -> None:
-    """Epoch-end scalars at the step of the epoch's last batch, as Lightning's logger writes them."""
-    step = state.step - 1 if step is None else step
-    for k, v in metrics.items():
-        writer.add_scalar(k, v, step)
-    writer.add_scalar("epoch", state.epoch, step)
+    def log(self, metrics: dict[str, float], epoch: int, step: int) -> None:
+        for k, v in metrics.items():
+            self.tb.add_scalar(k, v, step)
+        self.tb.add_scalar("epoch", epoch, step)
+        self.csv.log({**metrics, "epoch": epoch}, step)
+
+    def epoch_end(self, metrics: dict[str, float], state: State, step: int | None = None) -> None:
+        """Epoch-end scalars at the step of the epoch's last batch, as Lightning's logger writes them."""
+        self.log(metrics, state.epoch, state.step - 1 if step is None else step)
+
+    def close(self) -> None:
+        self.csv.flush()
+        self.tb.close()
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -43,3 +43,23 @@ schedulers = Registry("lr_scheduler", fallback=_torch_scheduler,
                       fallback_names=lambda: list(_TORCH_SCHEDULERS))
 register_optimizer = optimizers.register
 register_scheduler = schedulers.register
+
+
+@register_scheduler("sequential")
+def sequential(optimizer: torch.optim.Optimizer, schedulers: list[dict],
+               milestones: list[int]) -> torch.optim.lr_scheduler.SequentialLR:
+    """Schedulers one after another (e.g. warm-up, then cosine), switching at `milestones`."""
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, _build(optimizer, schedulers), milestones=milestones)
+
+
+@register_scheduler("chained")
+def chained(optimizer: torch.optim.Optimizer, schedulers: list[dict]) -> torch.optim.lr_scheduler.ChainedScheduler:
+    """Schedulers applied together at every step, their factors multiplied."""
+    return torch.optim.lr_scheduler.ChainedScheduler(_build(optimizer, schedulers), optimizer=optimizer)
+
+
+def _build(optimizer: torch.optim.Optimizer, specs: object) -> list:
+    """The inner schedulers of `sequential` / `chained`, all on the same optimizer."""
+    if not isinstance(specs, list) or not specs:
+        raise ConfigError(f"'schedulers' must be a non-empty list of scheduler specs, got {specs!r}")
+    return [schedulers.make(spec, args={"optimizer": optimizer}) for spec in specs]

@@ -12,8 +12,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from torchx import losses, models
+from torchx.metrics import make as make_metric
 from torchx.optim import optimizers, schedulers
 from torchx.wrappers import register
 
@@ -50,7 +52,7 @@ class BaseWrapper(pl.LightningModule):
     """Supervised training of `model_spec` with `loss_spec`; logs loss, and accuracy for class logits."""
 
     def __init__(self, model_spec: dict, loss_spec: dict, optim_spec: dict,
-                 sched_spec: dict | list | None = None) -> None:
+                 sched_spec: dict | list | None = None, metrics: list[dict] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()  # hparams.yaml and every checkpoint can rebuild the model
         self.model = models.make(model_spec)
@@ -58,6 +60,9 @@ class BaseWrapper(pl.LightningModule):
         self.optim_spec = optim_spec
         self.sched_spec = sched_spec
         self.means = {"train": EpochMeans(), "val": EpochMeans(), "test": EpochMeans()}
+        # configured torchmetrics, one copy per stage (they accumulate state between update and compute)
+        self.metrics = nn.ModuleDict({stage: nn.ModuleDict({spec["name"]: make_metric(spec) for spec in metrics or []})
+                                      for stage in ("val", "test")})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -79,10 +84,17 @@ class BaseWrapper(pl.LightningModule):
         self.means[stage].add("loss", self.loss_fn(out, y), len(y))
         if out.dim() == 2 and y.dim() == 1 and not y.is_floating_point():
             self.means[stage].add("acc", (out.argmax(1) == y).float().mean(), len(y))
+        for metric in self.metrics[stage].values() if stage in self.metrics else ():
+            metric.update(out, y)
 
     def epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
         """{'<stage>/loss': ..., '<stage>/acc': ...} for the epoch so far, then reset."""
-        return {f"{stage}/{k}": v for k, v in self.means[stage].pop().items()}
+        out = {f"{stage}/{k}": v for k, v in self.means[stage].pop().items()}
+        for name, metric in self.metrics[stage].items() if stage in self.metrics else ():
+            if metric.update_count:
+                out[f"{stage}/{name}"] = metric.compute()
+            metric.reset()
+        return out
 
     def build_optimizers(self) -> tuple[torch.optim.Optimizer, list[dict]]:
         """The optimizer and Lightning-style scheduler dicts (scheduler, interval, frequency, ...)."""
@@ -130,8 +142,8 @@ class BaseWrapper(pl.LightningModule):
 
     def logged_metrics(self) -> set[str]:
         """Every metric name this wrapper logs (checked against monitors before training)."""
-        return {f"{stage}/{m}" for stage in ("train", "val", "test") for m in ("loss", "acc")} - {"train/acc"} | \
-            {"train/loss_step"}
+        names = {f"{stage}/{m}" for stage in ("val", "test") for m in ("loss", "acc", *self.metrics[stage])}
+        return names | {"train/loss", "train/loss_step"}
 
     def describe(self) -> str:
         n = sum(p.numel() for p in self.model.parameters())
