@@ -22,6 +22,13 @@ MODEL_ARGS: dict[str, dict] = {
     "tiny_cnn": {"in_channels": 1, "num_classes": 10},
     "mlp": {"in_dim": 784, "hidden": [32], "out_dim": 10},
     "resnet18": {"in_channels": 1, "num_classes": 10},
+    "dcgan_generator": {"latent_dim": 16, "width": 8},
+    "dcgan_discriminator": {"width": 8},
+}
+# (input shape, output shape) for models that are not 28x28-image classifiers
+MODEL_IO: dict[str, tuple[tuple, tuple]] = {
+    "dcgan_generator": ((2, 16), (2, 1, 28, 28)),
+    "dcgan_discriminator": ((2, 1, 28, 28), (2,)),
 }
 
 
@@ -37,7 +44,7 @@ def _mnist_batch(n: int = 2, side: int = 28) -> torch.Tensor:
 
 
 def test_model_args_only_name_registered_models():
-    stale = set(MODEL_ARGS) - set(models.registry.keys())
+    stale = (set(MODEL_ARGS) | set(MODEL_IO)) - set(models.registry.keys())
     assert not stale, f"MODEL_ARGS names models that are not registered: {sorted(stale)}"
 
 
@@ -46,10 +53,11 @@ def test_registered_model_forward_and_backward_on_mnist_batch(name):
     torch.manual_seed(0)
     model = _build(name)
     assert isinstance(model, nn.Module)
-    out = model(_mnist_batch())
-    assert out.shape == (2, 10), (
-        f"model '{name}' returned shape {tuple(out.shape)} for a [2, 1, 28, 28] batch; "
-        f"add suitable arguments to MODEL_ARGS in {__file__}")
+    in_shape, out_shape = MODEL_IO.get(name, ((2, 1, 28, 28), (2, 10)))
+    out = model(torch.randn(*in_shape, generator=torch.Generator().manual_seed(0)))
+    assert out.shape == out_shape, (
+        f"model '{name}' returned shape {tuple(out.shape)} for a {list(in_shape)} input; "
+        f"add suitable arguments to MODEL_ARGS / MODEL_IO in {__file__}")
     assert torch.isfinite(out).all()
 
     out.float().sum().backward()

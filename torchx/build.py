@@ -90,6 +90,26 @@ def apply_gpus(cfg: dict, gpus: list[int] | None) -> dict:
     return {**cfg, "trainer_params": params}
 
 
+def optimizers_of(wrapper: Any) -> tuple[list, list[dict]]:
+    """The optimizers and scheduler dicts a wrapper configures, whatever shape it returns them in."""
+    import torch
+
+    if callable(getattr(wrapper, "build_optimizers", None)):
+        optimizer, scheds = wrapper.build_optimizers()
+        return [optimizer], scheds
+    out = wrapper.configure_optimizers()
+    if isinstance(out, dict):
+        out = ([out["optimizer"]], [out["lr_scheduler"]] if "lr_scheduler" in out else [])
+    if isinstance(out, torch.optim.Optimizer):
+        return [out], []
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], list):
+        opts, scheds = out
+    else:
+        opts, scheds = list(out), []
+    scheds = [s if isinstance(s, dict) else {"scheduler": s} for s in scheds]
+    return list(opts), scheds
+
+
 def check_gpus(gpus: list[int]) -> None:
     """CUDA must be there and every asked-for index must exist."""
     import torch

@@ -105,18 +105,20 @@ def dry_run(run: Run) -> None:
     cfg = run.config
     data, wrapper = build.data_module(cfg), build.wrapper(cfg)
     build.check_monitors(cfg, wrapper)
-    with build.reported_as("train_wrapper.args.optim_spec/sched_spec"):
-        optimizer, scheds = wrapper.build_optimizers()
+    with build.reported_as("train_wrapper (its optimizer and scheduler specs)"):
+        optimizers, scheds = build.optimizers_of(wrapper)
     cbs = build.user_callbacks(cfg)
     print(yaml.safe_dump(cfg, sort_keys=False), end="")
     print("---")
     print(f"run directory : {run.dir} ({'resume from ' + str(run.ckpt_path) if run.ckpt_path else 'new'})")
     print(f"data_module   : {build.describe(data)}")
     print(f"train_wrapper : {build.describe(wrapper)}")
-    print(f"optimizer     : {type(optimizer).__name__}(" +
-          ", ".join(f"{k}={v}" for k, v in optimizer.defaults.items() if k in ("lr", "momentum", "weight_decay")) + ")")
+    for opt in optimizers:
+        shown = ", ".join(f"{k}={v}" for k, v in opt.defaults.items() if k in ("lr", "momentum", "weight_decay"))
+        print(f"optimizer     : {type(opt).__name__}({shown})")
     for s in scheds:
-        print(f"lr_scheduler  : {type(s['scheduler']).__name__} every {s['frequency']} {s['interval']}(s)")
+        print(f"lr_scheduler  : {type(s['scheduler']).__name__} every {s.get('frequency', 1)} "
+              f"{s.get('interval', 'epoch')}(s)")
     for cb in cbs:
         print(f"callback      : {type(cb).__name__}")
     print("dry run: nothing was created")

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from torchx import build
 from torchx.callbacks.base_logger import BaseLogger, ProgressBar
@@ -70,7 +71,7 @@ def train(args: argparse.Namespace, run: Run) -> int:
     trainer = make_trainer(cfg, trainer_kwargs(cfg, run, data, wrapper, args.gpus))
     claim(run)
     for noise in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*",
-                  ".*exists and is not empty.*"):
+                  ".*exists and is not empty.*", ".*but have no `validation_step`.*"):
         warnings.filterwarnings("ignore", message=noise)  # advice that does not apply to in-memory data
     try:
         trainer.fit(wrapper, datamodule=data, ckpt_path=str(run.ckpt_path) if run.ckpt_path else None)
@@ -85,7 +86,8 @@ def train(args: argparse.Namespace, run: Run) -> int:
         if ckpt.best_model_score is not None:
             results["best_model_score"] = float(ckpt.best_model_score)
     # torchx's data modules say whether they have a test set; a user's is asked through trainer.test
-    if not isinstance(data, TensorDataModule) or data.has_split("test"):
+    has_test = not isinstance(data, TensorDataModule) or data.has_split("test")
+    if has_test and is_overridden("test_step", wrapper):
         best = results.get("best_model_path")
         tested = trainer.test(wrapper, datamodule=data, ckpt_path=best, verbose=False)
         results["test"] = {k: float(v) for k, v in (tested[0] if tested else {}).items()}

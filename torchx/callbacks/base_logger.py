@@ -44,11 +44,13 @@ class EpochReport:
             return None
         return self.elapsed() / done * max(self.total_steps - step, 0)
 
-    def line(self, epoch: int, max_epochs: int | None, step: int, metrics: dict[str, float]) -> str:
+    def line(self, epoch: int, max_epochs: int | None, step: int, metrics: dict[str, float],
+             done: int | None = None) -> str:
+        """`done` measures progress in the unit of total_steps (default: `step`)."""
         head = f"epoch {epoch + 1}" + (f"/{max_epochs}" if max_epochs and max_epochs > 0 else "")
         parts = [head, f"step {step}"]
         parts += [f"{k} {v:.4f}" for k, v in sorted(metrics.items())]
-        eta = self.eta(step)
+        eta = self.eta(step if done is None else done)
         parts += [f"elapsed {fmt_seconds(self.elapsed())}", f"eta {fmt_seconds(eta) if eta is not None else '?'}"]
         return " | ".join(parts)
 
@@ -72,6 +74,12 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def progress(trainer: pl.Trainer) -> int:
+    """Batches that stepped so far: the unit of `estimated_stepping_batches`, also under manual
+    optimization, where global_step counts every optimizer's steps."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
 class BaseLogger(pl.Callback):
     """One line per epoch (metrics, elapsed, ETA) on stdout and in log.txt, from rank 0.
 
@@ -85,7 +93,7 @@ class BaseLogger(pl.Callback):
         self._validated = False  # whether validation ran in the pending epoch (else val/* are stale)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.report.start(trainer.global_step, trainer.estimated_stepping_batches)
+        self.report.start(progress(trainer), trainer.estimated_stepping_batches)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._flush(trainer)
@@ -107,8 +115,8 @@ class BaseLogger(pl.Callback):
         metrics = {k: v for k, v in _floats(trainer.callback_metrics).items()
                    if not k.endswith("_step") and (self._validated or not k.startswith("val/"))}
         bar = trainer.progress_bar_callback
-        self.report.write(self.report.line(self._pending, trainer.max_epochs, trainer.global_step, metrics),
-                          echo=bar.print if bar is not None else print)
+        line = self.report.line(self._pending, trainer.max_epochs, trainer.global_step, metrics, progress(trainer))
+        self.report.write(line, echo=bar.print if bar is not None else print)
         self._pending = None
 
 
@@ -122,7 +130,7 @@ class ProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
-        eta = self.report.eta(trainer.global_step)
+        eta = self.report.eta(progress(trainer))
         if eta is not None:
             metrics["eta"] = fmt_seconds(eta)
         return metrics

@@ -86,8 +86,15 @@ class TensorDataModule(pl.LightningDataModule):
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, val_split: float = 0.1,
                  pin_memory: bool = False, shuffle: bool = True, drop_last: bool = False,
-                 split_seed: int = 0, eval_batch_size: int | None = None) -> None:
+                 split_seed: int = 0, eval_batch_size: int | None = None,
+                 mean: float | None = None, std: float | None = None) -> None:
         super().__init__()
+        if mean is not None:
+            self.mean = mean  # e.g. mean 0.5, std 0.5 maps pixels to [-1, 1] for a tanh generator
+        if std is not None:
+            if not std > 0:
+                raise ConfigError(f"std must be positive, got {std!r}")
+            self.std = std
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(num_workers, int) or num_workers < 0:

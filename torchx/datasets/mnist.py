@@ -93,10 +93,11 @@ class MNIST(TensorDataModule):
     def __init__(self, root_dir: str = "./load/mnist", batch_size: int = 64, num_workers: int = 0,
                  val_split: float = 5000, pin_memory: bool = False, download: bool = False,
                  shuffle: bool = True, drop_last: bool = False, split_seed: int = 0,
-                 eval_batch_size: int | None = None) -> None:
+                 eval_batch_size: int | None = None, mean: float | None = None,
+                 std: float | None = None) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, val_split=val_split,
                          pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
-                         split_seed=split_seed, eval_batch_size=eval_batch_size)
+                         split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std)
         self.root_dir = Path(root_dir)
         self.download = download
 

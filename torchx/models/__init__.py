@@ -12,4 +12,4 @@ registry = Registry("model")
 register = registry.register
 make = registry.make
 
-from torchx.models import cnn, mlp, resnet  # noqa: E402,F401  (built-ins register themselves)
+from torchx.models import cnn, dcgan, mlp, resnet  # noqa: E402,F401  (built-ins register themselves)

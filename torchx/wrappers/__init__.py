@@ -12,4 +12,4 @@ registry = Registry("wrapper")
 register = registry.register
 make = registry.make
 
-from torchx.wrappers import base  # noqa: E402,F401  (built-ins register themselves)
+from torchx.wrappers import base, gan  # noqa: E402,F401  (built-ins register themselves)
