@@ -16,6 +16,7 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from torchx import build
 from torchx.callbacks.base_logger import BaseLogger, ProgressBar
+from torchx.checkpoint import AtomicCheckpointIO, TorchxState
 from torchx.csvlog import CSVLogger
 from torchx.datasets.base import TensorDataModule
 from torchx.errors import ConfigError
@@ -30,7 +31,7 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: p
     """pl.Trainer arguments: trainer_params plus torchx's loggers, checkpointing and callbacks."""
     params = build.apply_gpus(cfg, gpus)["trainer_params"]
     logger = BaseLogger(run.dir)
-    cbs: list[pl.Callback] = [logger, *build.user_callbacks(cfg)]
+    cbs: list[pl.Callback] = [logger, TorchxState(), *build.user_callbacks(cfg)]
     if params.get("enable_progress_bar", True):
         cbs.append(ProgressBar(logger.report))
     if params.get("enable_checkpointing", True):
@@ -39,7 +40,8 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: p
     tensorboard = TensorBoardLogger(save_dir=run.dir, name="default", version=0, default_hp_metric=False)
     csv = CSVLogger(run.dir / "metrics.csv", build.declared_metrics(wrapper))
     kwargs = {"logger": [tensorboard, csv],
-              "log_every_n_steps": 50, **params, "callbacks": cbs}
+              "log_every_n_steps": 50, **params, "callbacks": cbs,
+              "plugins": [AtomicCheckpointIO(), *(params.get("plugins") or [])]}
     if isinstance(data, TensorDataModule):
         kwargs["use_distributed_sampler"] = False  # torchx's sampler shards by rank itself
     return kwargs

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from torchx import build
 from torchx.callbacks.base_logger import EpochReport, fmt_seconds
+from torchx.checkpoint import STATE_KEY, atomic_save, restore_torchx_state, torchx_state
 from torchx.csvlog import MetricsCSV
 from torchx.errors import ConfigError
 from torchx.run import Run, claim
@@ -402,16 +403,13 @@ class Checkpoints:
             "pytorch-lightning_version": pl.__version__,
             "state_dict": wrapper.state_dict(),
             "loops": lightning_loops(state, len(scheds) > 0),
-            "callbacks": {self.state_key: self.lightning_state()},
+            "callbacks": {self.state_key: self.lightning_state(), STATE_KEY: torchx_state()},
             "optimizer_states": [optimizer.state_dict()],
             "lr_schedulers": [s["scheduler"].state_dict() for s in scheds],
             "hparams_name": "kwargs",
             "hyper_parameters": dict(wrapper.hparams),
         }
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(ckpt, tmp)
-        tmp.replace(path)
+        atomic_save(ckpt, path)
 
     def lightning_state(self) -> dict:
         return {"monitor": self.monitor, "best_model_score": None if self.best_score is None else
@@ -481,6 +479,7 @@ def load_checkpoint(path: Path, wrapper, optimizer, scheds, ckpts: Checkpoints, 
     for s, sd in zip(scheds, ckpt.get("lr_schedulers", [])):
         s["scheduler"].load_state_dict(sd)
     ckpts.restore(ckpt.get("callbacks", {}))
+    restore_torchx_state(ckpt.get("callbacks", {}).get(STATE_KEY))  # dropout etc. continue as if never stopped
     fit_loop = ckpt.get("loops", {}).get("fit_loop", {})
     at_epoch_end = fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch", True)
     batches = fit_loop.get("epoch_loop.batch_progress", {}).get("total", {}).get("completed", 0)

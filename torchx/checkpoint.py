@@ -1,0 +1,101 @@
+"""Checkpoint safety shared by both loops: atomic writes, RNG state, what a checkpoint must hold.
+
+A checkpoint is written to a temporary file in the same folder, flushed and fsynced, then
+renamed over the old one (and the folder fsynced), so a crash or `kill -9` leaves either the
+old file or the new one, never a torn one. The RNG states of Python, NumPy and torch ride in
+the checkpoint so that a resumed run draws the same random numbers (dropout, noise) as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+STATE_KEY = "torchx"  # ckpt["callbacks"]["torchx"] in checkpoints of both loops
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the rename itself survives a power cut
+    finally:
+        os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, with atomic_save's fsync before the rename."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        atomic_save(checkpoint, path)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step may draw from, as tensors and plain lists (weights_only-loadable)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": _listify(random.getstate()), "torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_tupleify(state["python"]))
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _listify(x: Any) -> Any:
+    return [_listify(i) for i in x] if isinstance(x, tuple) else x
+
+
+def _tupleify(x: Any) -> Any:
+    return tuple(_tupleify(i) for i in x) if isinstance(x, list) else x
+
+
+def torchx_state() -> dict[str, Any]:
+    import torchx
+
+    return {"version": torchx.__version__, "rng": rng_state()}
+
+
+def restore_torchx_state(state: dict[str, Any] | None) -> None:
+    if state and "rng" in state:
+        set_rng_state(state["rng"])
+
+
+class TorchxState(pl.Callback):
+    """Puts torchx's version and the RNG states into every checkpoint and restores the RNGs on resume."""
+
+    @property
+    def state_key(self) -> str:
+        return STATE_KEY
+
+    def state_dict(self) -> dict[str, Any]:
+        return torchx_state()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        restore_torchx_state(state_dict)
