@@ -17,7 +17,7 @@ import yaml
 
 from torchx import config as C
 from torchx.errors import ConfigError, TorchxError
-from torchx.run import Run, config_diff, inspect_checkpoint, locate, saved_config
+from torchx.run import Run, config_diff, inspect_checkpoint, locate, logging_step, saved_config
 
 EXIT_BAD_INPUT = 2
 
@@ -90,11 +90,10 @@ def prepare(args: argparse.Namespace) -> Run:
         check_gpus(args.gpus)
     imported = C.import_modules(cfg)
     C.check(cfg)
-    if ckpt is not None:
-        inspect_checkpoint(ckpt)
+    resume_step = logging_step(inspect_checkpoint(ckpt)) if ckpt is not None else None
     if cfg.get("seed") is None:  # every run has a seed; DDP children inherit the parent's
         cfg["seed"] = int(os.environ.get("PL_GLOBAL_SEED", random.randrange(2**31)))
-    return Run(dir=run_dir, config=cfg, ckpt_path=ckpt,
+    return Run(dir=run_dir, config=cfg, ckpt_path=ckpt, resume_step=resume_step,
                config_file=Path(args.config) if args.config else None, imported_files=imported)
 
 

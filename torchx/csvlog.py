@@ -19,7 +19,9 @@ FIXED = ("step", "epoch")
 
 
 class MetricsCSV:
-    def __init__(self, path: Path, metrics: set[str] | list[str] = ()) -> None:
+    def __init__(self, path: Path, metrics: set[str] | list[str] = (), drop_from: int | None = None) -> None:
+        """`drop_from`: on resume, the checkpoint's step; rows from it on were logged by work
+        that the resumed run replays, and are dropped."""
         self.path = Path(path)
         self.columns = [*FIXED, *sorted(set(metrics) - set(FIXED))]
         self.last: dict[str, Any] | None = None  # the file's last row, merged into when its step repeats
@@ -27,9 +29,11 @@ class MetricsCSV:
         if self.path.is_file():  # a resumed run keeps its rows and widens its header if needed
             with open(self.path, newline="") as f:
                 header = next(csv.reader(f), [])
+            rows = read(self.path)
+            kept = [r for r in rows if drop_from is None or r["step"] is None or r["step"] < drop_from]
             self.columns = [*FIXED, *sorted(set(header + self.columns) - set(FIXED))]
-            if header != self.columns:
-                self._rewrite(read(self.path))
+            if header != self.columns or len(kept) != len(rows):
+                self._rewrite(kept)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Write a row now (a killed run loses nothing); values for the same step share one row."""
@@ -82,9 +86,9 @@ def read(path: Path) -> list[dict[str, float | None]]:
 class CSVLogger(Logger):
     """Lightning's side of MetricsCSV (rank 0 only)."""
 
-    def __init__(self, path: Path, metrics: set[str] | list[str] = ()) -> None:
+    def __init__(self, path: Path, metrics: set[str] | list[str] = (), drop_from: int | None = None) -> None:
         super().__init__()
-        self._path, self._metrics, self._csv = Path(path), metrics, None
+        self._path, self._metrics, self._drop_from, self._csv = Path(path), metrics, drop_from, None
 
     @property
     def name(self) -> str:
@@ -97,7 +101,7 @@ class CSVLogger(Logger):
     @property
     def csv(self) -> MetricsCSV:
         if self._csv is None:  # opened on first use: only rank 0 ever logs
-            self._csv = MetricsCSV(self._path, self._metrics)
+            self._csv = MetricsCSV(self._path, self._metrics, self._drop_from)
         return self._csv
 
     @rank_zero_only

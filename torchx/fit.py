@@ -37,8 +37,10 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: p
     if params.get("enable_checkpointing", True):
         with build.reported_as(f"checkpoint {cfg.get('checkpoint') or {}}"):
             cbs.append(ModelCheckpoint(dirpath=run.ckpt_dir, **build.checkpoint_args(cfg)))
-    tensorboard = TensorBoardLogger(save_dir=run.dir, name="default", version=0, default_hp_metric=False)
-    csv = CSVLogger(run.dir / "metrics.csv", build.declared_metrics(wrapper))
+    # on resume, TensorBoard hides and metrics.csv drops what a killed run logged after its checkpoint
+    tensorboard = TensorBoardLogger(save_dir=run.dir, name="default", version=0, default_hp_metric=False,
+                                    purge_step=run.resume_step)
+    csv = CSVLogger(run.dir / "metrics.csv", build.declared_metrics(wrapper), drop_from=run.resume_step)
     kwargs = {"logger": [tensorboard, csv],
               "log_every_n_steps": 50, **params, "callbacks": cbs,
               "plugins": [AtomicCheckpointIO(), *(params.get("plugins") or [])]}

@@ -323,8 +323,9 @@ class Logs:
         if not (folder / "hparams.yaml").exists():
             (folder / "hparams.yaml").write_text(yaml.safe_dump(dict(wrapper.hparams), sort_keys=False))
         # a new events file per start, named apart even when a resume starts within the same second
-        self.tb = SummaryWriter(logdir=str(folder), flush_secs=30, filename_suffix=f".{os.getpid()}.{run.resumes}")
-        self.csv = MetricsCSV(run.dir / "metrics.csv", build.declared_metrics(wrapper))
+        self.tb = SummaryWriter(logdir=str(folder), flush_secs=30, filename_suffix=f".{os.getpid()}.{run.resumes}",
+                                purge_step=run.resume_step)
+        self.csv = MetricsCSV(run.dir / "metrics.csv", build.declared_metrics(wrapper), drop_from=run.resume_step)
 
     def log(self, metrics: dict[str, float], epoch: int, step: int) -> None:
         for k, v in metrics.items():

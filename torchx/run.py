@@ -45,6 +45,7 @@ class Run:
     config_file: Path | None = None
     imported_files: list[str] = field(default_factory=list)
     resumes: int = 0  # how many times this directory was resumed before this start
+    resume_step: int | None = None  # the logging step the checkpoint was taken at; later logs are replayed
 
     @property
     def ckpt_dir(self) -> Path:
@@ -97,6 +98,13 @@ def inspect_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+def logging_step(ckpt: dict) -> int:
+    """The step loggers had reached when `ckpt` was taken (batches that stepped; under manual
+    optimization global_step counts every optimizer's steps instead)."""
+    loop = (ckpt.get("loops") or {}).get("fit_loop") or {}
+    return int(loop.get("epoch_loop.state_dict", {}).get("_batches_that_stepped", ckpt["global_step"]))
+
+
 def saved_config(run_dir: Path) -> dict | None:
     path = run_dir / "config.yaml"
     if not path.is_file():
@@ -125,6 +133,8 @@ def claim(run: Run) -> None:
     if run.is_resume and run.dir.exists():
         run.resumes = len(list(run.dir.glob("provenance*.json")))
         suffix = f"-resume-{run.resumes}"
+        for stale in run.ckpt_dir.glob(".*.tmp"):  # half-written by a process that was killed
+            stale.unlink()
     else:
         try:
             run.dir.parent.mkdir(parents=True, exist_ok=True)
