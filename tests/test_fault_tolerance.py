@@ -20,7 +20,7 @@ SCRIPTS = {"train_pl": "train_pl.py", "train": "train.py"}
 
 
 def dropout_config(**trainer_params) -> dict:
-    cfg = tiny_config(max_epochs=4, **trainer_params)
+    cfg = tiny_config(**{"max_epochs": 4, **trainer_params})
     cfg["train_wrapper"]["args"]["model_spec"]["args"]["dropout"] = 0.3  # draws from the global RNG
     return cfg
 
@@ -45,3 +45,62 @@ def test_resume_at_an_epoch_boundary_is_bitwise_exact(loop, tmp_path, monkeypatc
     torch.manual_seed(12345)  # whatever the RNGs hold now, the checkpoint's states must win
     assert run(["--save-dir", "save", "--name", "cut", "--resume", "trainer_params.max_epochs=4"]) == 0
     assert_bitwise_equal(weights(tmp_path / "save" / "full"), weights(tmp_path / "save" / "cut"))
+
+
+def chaos_config() -> dict:
+    """Digits with a wide MLP: ~4M parameters, so a checkpoint (with Adam's state) is ~50 MB and
+    writing it takes a large share of every epoch: kills often land mid-write."""
+    cfg = dropout_config(max_epochs=8, limit_train_batches=6, limit_val_batches=1, limit_test_batches=1)
+    args = cfg["train_wrapper"]["args"]
+    args["model_spec"]["args"].update(hidden=[2048, 1024])
+    args["optim_spec"] = {"name": "Adam", "args": {"lr": 1e-3}}
+    cfg["checkpoint"] = {"save_top_k": -1}  # every epoch writes its own file and last.ckpt
+    return cfg
+
+
+def launch(script: str, argv: list[str], cwd) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "PL_GLOBAL_SEED")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.Popen([sys.executable, str(ROOT / script), *argv], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path, proc: subprocess.Popen, timeout: float = 120) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} did not appear")
+
+
+@pytest.mark.parametrize("loop", SCRIPTS)
+def test_kill_9_at_random_points_loses_nothing_and_resumes_bitwise(loop, tmp_path):
+    path = write_config(tmp_path / "chaos.yaml", chaos_config())
+    script, rng = SCRIPTS[loop], random.Random(2026)
+    full = launch(script, ["--config", str(path), "--save-dir", "save", "--name", "full"], tmp_path)
+    assert full.wait(timeout=300) == 0, full.stderr.read()[-2000:]
+    last = tmp_path / "save" / "cut" / "ckpt" / "last.ckpt"
+    argv = ["--config", str(path), "--save-dir", "save", "--name", "cut"]
+    kills, steps = 0, []
+    while True:
+        proc = launch(script, argv, tmp_path)
+        if kills < 4 and wait_for(last, proc):
+            time.sleep(rng.uniform(0.0, 1.5))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                ckpt = torch.load(last, weights_only=True)  # never torn: the old file or the new one
+                assert ckpt["global_step"] == 6 * (ckpt["epoch"] + 1)
+                steps.append(ckpt["global_step"])
+                argv = ["--save-dir", "save", "--name", "cut", "--resume"]
+                continue
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+        break
+    assert kills >= 2, "the run finished before it could be killed twice; make it longer"
+    assert steps == sorted(steps)
+    assert_bitwise_equal(weights(tmp_path / "save" / "full"), weights(tmp_path / "save" / "cut"))
+    assert not list((tmp_path / "save" / "cut" / "ckpt").glob(".*.tmp"))
