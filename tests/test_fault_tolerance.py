@@ -104,3 +104,29 @@ def test_kill_9_at_random_points_loses_nothing_and_resumes_bitwise(loop, tmp_pat
     assert steps == sorted(steps)
     assert_bitwise_equal(weights(tmp_path / "save" / "full"), weights(tmp_path / "save" / "cut"))
     assert not list((tmp_path / "save" / "cut" / "ckpt").glob(".*.tmp"))
+
+
+PAIRS = [("train_pl", "train_pl"), ("train", "train"), ("train", "train_pl"), ("train_pl", "train")]
+
+
+@pytest.mark.parametrize("first, second", PAIRS, ids=[f"{a}-then-{b}" for a, b in PAIRS])
+def test_resume_mid_epoch_serves_exactly_the_unseen_batches(first, second, tmp_path, monkeypatch):
+    """A checkpoint every 3 steps; the first run stops at step 9, half-way through epoch 2; the
+    resumed run (under either loop) must end bitwise where an uninterrupted run ends."""
+    monkeypatch.chdir(tmp_path)
+    cfg = dropout_config(limit_train_batches=6)
+    cfg["checkpoint"] = {"every_n_train_steps": 3, "save_top_k": -1}
+    path = write_config(tmp_path / "m.yaml", cfg)
+    assert RUNNERS[first](["--config", str(path), "--save-dir", "save", "--name", "full"]) == 0
+    assert RUNNERS[first](["--config", str(path), "--save-dir", "save", "--name", "cut",
+                           "+trainer_params.max_steps=9"]) == 0
+    ckpt = torch.load(tmp_path / "save" / "cut" / "ckpt" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 9 and ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == \
+        [{"epoch": 1, "batches": 3}]
+    assert RUNNERS[second](["--save-dir", "save", "--name", "cut", "--resume", "trainer_params.max_steps=-1"]) == 0
+    assert_bitwise_equal(weights(tmp_path / "save" / "full"), weights(tmp_path / "save" / "cut"))
+    log = (tmp_path / "save" / "cut" / "log.txt").read_text().splitlines()
+    # epoch 2 twice: cut short at step 9, then completed by the resumed run
+    assert [line.split(" | ")[:2] for line in log] == [["epoch 1/4", "step 6"], ["epoch 2/4", "step 9"],
+                                                      ["epoch 2/4", "step 12"], ["epoch 3/4", "step 18"],
+                                                      ["epoch 4/4", "step 24"]]

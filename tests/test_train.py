@@ -107,8 +107,8 @@ BAD = {
     "half-precision": (["+trainer_params.precision=16-mixed"], "train.py trains in float32 only"),
     "two-gpus": (["--gpu", "0,1"], "--gpu"),
     "lightning-callback": (["+callbacks=[{name: timer}]"], "train.py does not run Lightning callbacks (timer)"),
-    "unsupported-checkpoint-key": (["+checkpoint.every_n_train_steps=5"],
-                                   "train.py does not support checkpoint.every_n_train_steps"),
+    "unsupported-checkpoint-key": (["+checkpoint.save_weights_only=true"],
+                                   "train.py does not support checkpoint.save_weights_only"),
 }
 
 

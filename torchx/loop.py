@@ -36,7 +36,7 @@ SUPPORTED = {"max_epochs", "max_steps", "limit_train_batches", "limit_val_batche
              "enable_checkpointing", "benchmark"}
 IGNORED = {"accelerator", "devices", "strategy", "num_nodes", "enable_model_summary", "num_sanity_val_steps",
            "precision", "sync_batchnorm", "use_distributed_sampler"}
-CHECKPOINT_KEYS = {"monitor", "mode", "save_last", "save_top_k", "every_n_epochs", "verbose"}
+CHECKPOINT_KEYS = {"monitor", "mode", "save_last", "save_top_k", "every_n_epochs", "every_n_train_steps", "verbose"}
 REQUIRED_METHODS = ("training_loss", "evaluate", "epoch_metrics", "build_optimizers")
 
 
@@ -91,9 +91,10 @@ class Settings:
 class State:
     """Where training stands: what a checkpoint must restore."""
 
-    epoch: int = 0  # epochs completed
+    epoch: int = 0  # epochs completed (= index of the epoch running)
     step: int = 0  # optimizer steps taken (Lightning's global_step)
     batches: int = 0  # training batches seen
+    in_epoch: int = 0  # batches of the running epoch already done (after a mid-epoch resume, > 0 at start)
     sched_steps: int = 0
     last_epoch_batches: int = 0
     last_val_batches: int = 0
@@ -172,11 +173,20 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
         total = min(total, settings.max_steps)
     report.start(state.step, total)
     val_loader = data.val_dataloader()
+    train_loader.sampler.resume_at = (state.epoch, state.in_epoch)  # a mid-epoch checkpoint goes on from there
+
+    def on_step() -> None:
+        data.batches_seen = state.in_epoch
+        ckpts.save_step(wrapper, optimizer, scheds, state, per_epoch)
+
     while not done(settings, state):
-        train_epoch(wrapper, train_loader, per_epoch, optimizer, scheds, settings, state, logs, report, device)
+        resumed_at = state.in_epoch
+        train_epoch(wrapper, train_loader, per_epoch, optimizer, scheds, settings, state, logs, report, device,
+                    on_step)
         metrics = {}
         complete = state.last_epoch_batches == per_epoch  # pl.Trainer skips validation of a cut-short epoch
-        if val_loader and complete and settings.val_every and (state.epoch + 1) % settings.val_every == 0:
+        ran = state.last_epoch_batches > resumed_at  # ...and of an epoch resumed after its last batch
+        if val_loader and complete and ran and settings.val_every and (state.epoch + 1) % settings.val_every == 0:
             metrics.update(evaluate(wrapper, val_loader, "val", settings, device, state))
             step_plateau(scheds, "step", metrics, state, batch_idx=state.last_epoch_batches - 1)
         metrics.update({k: float(v) for k, v in wrapper.epoch_metrics("train").items()})
@@ -193,20 +203,20 @@ def done(settings: Settings, state: State) -> bool:
 
 
 def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Settings, state: State,
-                logs: Logs, report: EpochReport, device: torch.device) -> None:
-    """One epoch, stepping like Lightning's automatic optimization (accumulation, clipping, schedulers)."""
+                logs: Logs, report: EpochReport, device: torch.device, on_step=lambda: None) -> None:
+    """One epoch (or its rest, after a mid-epoch resume), stepping like Lightning's automatic
+    optimization: accumulation, clipping, schedulers; `on_step` runs after every optimizer step."""
     wrapper.train()
     loader.sampler.set_epoch(state.epoch)
-    bar = tqdm(total=n_batches, desc=f"Epoch {state.epoch}", disable=not settings.progress_bar,
+    bar = tqdm(total=n_batches, initial=state.in_epoch, desc=f"Epoch {state.epoch}", disable=not settings.progress_bar,
                leave=False, dynamic_ncols=True, mininterval=0.5)
-    seen = 0
-    for batch_idx, batch in enumerate(loader):
+    for batch_idx, batch in enumerate(loader, start=state.in_epoch):
         if batch_idx >= n_batches or (settings.max_steps != -1 and state.step >= settings.max_steps):
             break
         batch = to_device(batch, device)
         loss = wrapper.training_loss(batch)
         (loss / settings.accumulate if settings.accumulate > 1 else loss).backward()
-        seen += 1
+        state.in_epoch, state.batches = batch_idx + 1, state.batches + 1
         stepping = (batch_idx + 1) % settings.accumulate == 0 or batch_idx + 1 == n_batches
         if stepping:
             clip(wrapper, settings)
@@ -218,14 +228,15 @@ def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Se
             state.step += 1
         if batch_idx + 1 == n_batches:
             step_schedulers(scheds, "epoch", state.epoch, state)
-        if seen % 20 == 0:
+        if stepping:
+            on_step()
+        if state.in_epoch % 20 == 0:
             bar.update(20)
             eta = report.eta(state.step)
             if eta is not None:
                 bar.set_postfix(eta=fmt_seconds(eta), refresh=False)
     bar.close()
-    state.batches += seen
-    state.last_epoch_batches = seen
+    state.last_epoch_batches, state.in_epoch = state.in_epoch, 0
 
 
 def clip(wrapper, settings: Settings) -> None:
@@ -359,8 +370,11 @@ class Checkpoints:
             raise ConfigError(f"checkpoint.mode must be 'min' or 'max', got {self.mode!r}")
         self.save_last = args.get("save_last", True)
         self.top_k = args.get("save_top_k", 1)
-        self.every = args.get("every_n_epochs", 1) or 0
+        self.every_steps = args.get("every_n_train_steps") or 0
+        # as ModelCheckpoint: with a step interval, no epoch-end checkpoints unless also asked for
+        self.every = args.get("every_n_epochs", 0 if self.every_steps else 1) or 0
         self.best_k: dict[str, float] = {}  # path -> score
+        self.last_saved_step = -1  # as ModelCheckpoint: never two saves at one global step
         self.best_path: Path | None = None
         self.best_score: float | None = None
         from pytorch_lightning.callbacks import ModelCheckpoint
@@ -370,7 +384,7 @@ class Checkpoints:
 
     def save_epoch(self, wrapper, optimizer, scheds, state: State, metrics: dict[str, float]) -> None:
         """After epoch `state.epoch` (not yet counted as completed), like ModelCheckpoint at epoch end."""
-        if not self.enabled:
+        if not self.enabled or self.last_saved_step == state.step:
             return
         if self.every and (state.epoch + 1) % self.every == 0 and self.top_k != 0:
             path = self.dir / f"epoch={state.epoch}-step={state.step}.ckpt"
@@ -384,7 +398,19 @@ class Checkpoints:
         if self.save_last:
             self.write(self.dir / "last.ckpt", wrapper, optimizer, scheds, state)
 
-    def _keep(self, path: Path, score: float, wrapper, optimizer, scheds, state: State) -> None:
+    def save_step(self, wrapper, optimizer, scheds, state: State, per_epoch: int) -> None:
+        """Every `every_n_train_steps` optimizer steps, mid-epoch: top-k by step (or monitor) and last."""
+        if not self.enabled or not self.every_steps or state.step % self.every_steps:
+            return
+        mid = {"per_epoch": per_epoch}
+        if self.top_k != 0 and self.monitor is None:
+            path = self.dir / f"epoch={state.epoch}-step={state.step}.ckpt"
+            self._keep(path, float(state.step), wrapper, optimizer, scheds, state, mid)
+        if self.save_last:
+            self.write(self.dir / "last.ckpt", wrapper, optimizer, scheds, state, mid)
+
+    def _keep(self, path: Path, score: float, wrapper, optimizer, scheds, state: State,
+              mid: dict | None = None) -> None:
         """Top-k as ModelCheckpoint keeps it: a new checkpoint must be strictly better than the k-th."""
         sign = 1.0 if self.mode == "max" or self.monitor is None else -1.0
         if self.top_k != -1 and len(self.best_k) >= self.top_k:
@@ -396,14 +422,16 @@ class Checkpoints:
         self.best_k[str(path)] = score
         best = max(self.best_k, key=lambda p: sign * self.best_k[p])
         self.best_path, self.best_score = Path(best), (self.best_k[best] if self.monitor else None)
-        self.write(path, wrapper, optimizer, scheds, state)
+        self.write(path, wrapper, optimizer, scheds, state, mid)
 
-    def write(self, path: Path, wrapper, optimizer, scheds, state: State) -> None:
+    def write(self, path: Path, wrapper, optimizer, scheds, state: State, mid: dict | None = None) -> None:
+        """`mid`: set for a checkpoint taken inside an epoch ({'per_epoch': batches per epoch})."""
+        self.last_saved_step = state.step
         ckpt = {
             "epoch": state.epoch, "global_step": state.step,
             "pytorch-lightning_version": pl.__version__,
             "state_dict": wrapper.state_dict(),
-            "loops": lightning_loops(state, len(scheds) > 0),
+            "loops": lightning_loops(state, None if mid is None else mid["per_epoch"]),
             "callbacks": {self.state_key: self.lightning_state(), STATE_KEY: torchx_state()},
             "optimizer_states": [optimizer.state_dict()],
             "lr_schedulers": [s["scheduler"].state_dict() for s in scheds],
@@ -431,28 +459,34 @@ class Checkpoints:
                     self.best_score = None if score is None or self.monitor is None else float(score)
 
 
-def lightning_loops(state: State, has_scheduler: bool) -> dict:
-    """pl.Trainer's fit-loop progress for a checkpoint taken at the end of epoch `state.epoch`.
+def lightning_loops(state: State, per_epoch: int | None = None) -> dict:
+    """pl.Trainer's fit-loop progress, as its own ModelCheckpoint writes it, for a checkpoint taken
+    at the end of epoch `state.epoch` (after validation), or inside it when `per_epoch` is given.
 
-    Lightning restores epoch and global step from this; the counters mirror what its own
-    ModelCheckpoint writes at epoch end (the epoch is processed but not yet completed).
+    Lightning restores epoch, global step and the data position from this.
     """
-    e, nb, s = state.epoch + 1, state.last_epoch_batches, state.step
+    e, s = state.epoch, state.step
+    mid = per_epoch is not None
+    k = state.in_epoch if mid else state.last_epoch_batches  # batches of this epoch done
 
-    def prog(total: int, current: int, started: bool = True) -> dict:
+    def prog(total: int, current: int, started: bool = True, lag: int = 0) -> dict:
         keys = ("ready", "completed", "started", "processed") if started else ("ready", "completed")
-        return {"total": dict.fromkeys(keys, total), "current": dict.fromkeys(keys, current)}
+        return {"total": {key: total - (lag if key == "completed" else 0) for key in keys},
+                "current": {key: current - (lag if key == "completed" else 0) for key in keys}}
 
-    batch = {**prog(state.batches, nb), "is_last_batch": True}
-    epochs = prog(e, e)
-    for part in ("total", "current"):
-        epochs[part]["completed"] = e - 1
+    # mid-epoch saves happen before Lightning marks the batch completed, epoch-end ones after validation
+    batch = {**prog(state.batches, k, lag=1 if mid else 0), "is_last_batch": not mid or k == per_epoch}
+    epochs = prog(e + 1, e + 1, lag=1)
+    if mid:
+        for part in ("total", "current"):
+            epochs[part]["processed"] = e
     optim = {"optimizer": {"step": prog(s, s, started=False), "zero_grad": {
         "total": {"ready": s, "completed": s, "started": s}, "current": {"ready": s, "completed": s, "started": s}}}}
     empty = {**prog(0, 0), "is_last_batch": False}
     return {
         "fit_loop": {
-            "state_dict": {}, "epoch_loop.state_dict": {"_batches_that_stepped": s},
+            "state_dict": {"combined_loader": [{"epoch": e, "batches": k}]},
+            "epoch_loop.state_dict": {"_batches_that_stepped": s - 1 if mid else s},
             "epoch_loop.batch_progress": batch,
             "epoch_loop.scheduler_progress": prog(state.sched_steps, state.sched_steps, started=False),
             "epoch_loop.automatic_optimization.state_dict": {},
@@ -482,6 +516,10 @@ def load_checkpoint(path: Path, wrapper, optimizer, scheds, ckpts: Checkpoints, 
     ckpts.restore(ckpt.get("callbacks", {}))
     restore_torchx_state(ckpt.get("callbacks", {}).get(STATE_KEY))  # dropout etc. continue as if never stopped
     fit_loop = ckpt.get("loops", {}).get("fit_loop", {})
-    at_epoch_end = fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch", True)
-    batches = fit_loop.get("epoch_loop.batch_progress", {}).get("total", {}).get("completed", 0)
-    return State(epoch=ckpt["epoch"] + (1 if at_epoch_end else 0), step=ckpt["global_step"], batches=batches)
+    epochs = fit_loop.get("epoch_progress", {}).get("current", {})
+    batches = fit_loop.get("epoch_loop.batch_progress", {})
+    # Lightning's own test: an epoch started but not processed is a mid-epoch checkpoint
+    mid = epochs.get("started", 0) > epochs.get("processed", 0)
+    in_epoch = batches.get("current", {}).get("processed", 0) if mid else 0
+    return State(epoch=ckpt["epoch"] + (0 if mid else 1), step=ckpt["global_step"], in_epoch=in_epoch,
+                 batches=batches.get("total", {}).get("processed", 0))

@@ -94,6 +94,8 @@ class BaseLogger(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.report.start(progress(trainer), trainer.estimated_stepping_batches)
+        if trainer.fit_loop.restarted_mid_epoch:  # Lightning skips on_train_epoch_start for this epoch
+            self._pending, self._validated = trainer.current_epoch, False
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._flush(trainer)

@@ -30,6 +30,7 @@ class EpochSampler(Sampler[list[int]]):
         self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
         self.epoch = 0
         self.per_rank = math.ceil(n / world_size)
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already seen in it)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -48,8 +49,33 @@ class EpochSampler(Sampler[list[int]]):
         if pad:
             order = torch.cat([order, order[:pad]])
         order = order[self.rank::self.world_size].tolist()
-        for i in range(len(self)):
+        skip = 0
+        if self.resume_at is not None:  # a mid-epoch checkpoint: serve only the batches not yet seen
+            if self.resume_at[0] == self.epoch:
+                skip = self.resume_at[1]
+            self.resume_at = None
+        for i in range(skip, len(self)):
             yield order[i * self.batch_size:(i + 1) * self.batch_size]
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position can be saved and restored, so a mid-epoch checkpoint resumes
+    with exactly the batches the epoch had not served yet, in the same order.
+
+    `consumed()` tells how many batches of the current epoch the training loop has processed
+    (not how many were prefetched); pl.Trainer saves `state_dict()` in its checkpoints and
+    calls `load_state_dict()` on resume, and torchx's plain loop does the same.
+    """
+
+    def __init__(self, *args: Any, consumed: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._consumed = consumed
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": int(self._consumed()) if self._consumed else 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume_at = (int(state["epoch"]), int(state["batches"]))
 
 
 class BatchTensorDataset(Dataset):
@@ -107,6 +133,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._samplers: dict[str, EpochSampler] = {}
+        self.batches_seen = 0  # set by torchx's plain loop, which has no trainer to ask
 
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
@@ -145,10 +172,19 @@ class TensorDataModule(pl.LightningDataModule):
                                shuffle=train and self.shuffle, seed=self._seed(),
                                drop_last=train and self.drop_last, rank=rank, world_size=world)
         self._samplers[split] = sampler
-        return DataLoader(BatchTensorDataset(images, labels, self.mean, self.std), sampler=sampler,
-                          batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0,
-                          generator=torch.Generator())  # iterator creation must not touch the global RNG
+        loader = ResumableLoader if train else DataLoader
+        extra = {"consumed": self._consumed} if train else {}
+        return loader(BatchTensorDataset(images, labels, self.mean, self.std), sampler=sampler,
+                      batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                      persistent_workers=self.num_workers > 0,
+                      generator=torch.Generator(), **extra)  # iterator creation must not touch the global RNG
+
+    def _consumed(self) -> int:
+        """Training batches of this epoch that pl.Trainer (or the plain loop) has processed."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return self.batches_seen
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
