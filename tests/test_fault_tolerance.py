@@ -130,3 +130,25 @@ def test_resume_mid_epoch_serves_exactly_the_unseen_batches(first, second, tmp_p
     assert [line.split(" | ")[:2] for line in log] == [["epoch 1/4", "step 6"], ["epoch 2/4", "step 9"],
                                                       ["epoch 2/4", "step 12"], ["epoch 3/4", "step 18"],
                                                       ["epoch 4/4", "step 24"]]
+
+
+@pytest.mark.parametrize("loop, signame", [("train_pl", "SIGTERM"), ("train", "SIGUSR1")])
+def test_preemption_signal_saves_at_a_step_and_exits_75(loop, signame, tmp_path):
+    cfg = chaos_config()
+    cfg["trainer_params"]["max_epochs"] = 5
+    path = write_config(tmp_path / "pre.yaml", cfg)
+    script = SCRIPTS[loop]
+    full = launch(script, ["--config", str(path), "--save-dir", "save", "--name", "full"], tmp_path)
+    assert full.wait(timeout=300) == 0, full.stderr.read()[-2000:]
+    proc = launch(script, ["--config", str(path), "--save-dir", "save", "--name", "cut"], tmp_path)
+    assert wait_for(tmp_path / "save" / "cut" / "ckpt" / "last.ckpt", proc)
+    time.sleep(0.3)
+    proc.send_signal(getattr(signal, signame))
+    assert proc.wait(timeout=120) == 75
+    err = proc.stderr.read()
+    assert f"preempted: {signame} received" in err and "Traceback" not in err
+    ckpt = torch.load(tmp_path / "save" / "cut" / "ckpt" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] < 30  # it stopped early, at a step boundary
+    resumed = launch(script, ["--save-dir", "save", "--name", "cut", "--resume"], tmp_path)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
+    assert_bitwise_equal(weights(tmp_path / "save" / "full"), weights(tmp_path / "save" / "cut"))

@@ -99,3 +99,71 @@ class TorchxState(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         restore_torchx_state(state_dict)
+
+
+# ---------------------------------------------------------------- preemption
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again" — a job script requeues on it
+PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")  # SIGUSR1: what SLURM sends before the time limit (--signal)
+
+
+class Preempted(Exception):
+    """Raised at a step boundary after the preemption checkpoint is written."""
+
+    def __init__(self, signame: str, step: int, path: Path) -> None:
+        super().__init__(f"{signame} received: saved {path} at step {step}; continue with --resume")
+        self.signame, self.step, self.path = signame, step, path
+
+
+class SignalFlag:
+    """Remembers the first preemption signal; handlers only set a flag, the loop acts on it."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for name in PREEMPT_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        self.received = self.received or signal.Signals(signum).name
+
+
+class PreemptionCheckpoint(pl.Callback):
+    """On SIGTERM/SIGUSR1: write ckpt/last.ckpt at the next step boundary, then stop the run."""
+
+    def __init__(self, ckpt_dir: Path) -> None:
+        self.ckpt_dir, self.flag = Path(ckpt_dir), SignalFlag()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.flag.install()  # after Lightning's own handlers, so these win while training runs
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.flag.uninstall()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        received = self.flag.received is not None
+        if trainer.world_size > 1:  # every rank stops at the same step, whichever got the signal
+            received = trainer.strategy.reduce_boolean_decision(received, all=False)
+        if received:
+            path = self.ckpt_dir / "last.ckpt"
+            trainer.save_checkpoint(path)
+            self.flag.uninstall()
+            raise Preempted(self.flag.received or "signal", trainer.global_step, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import warnings
 from typing import Any
 
@@ -16,7 +17,7 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from torchx import build
 from torchx.callbacks.base_logger import BaseLogger, ProgressBar
-from torchx.checkpoint import AtomicCheckpointIO, TorchxState
+from torchx.checkpoint import EXIT_PREEMPTED, AtomicCheckpointIO, Preempted, PreemptionCheckpoint, TorchxState
 from torchx.csvlog import CSVLogger
 from torchx.datasets.base import TensorDataModule
 from torchx.errors import ConfigError
@@ -31,7 +32,7 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: p
     """pl.Trainer arguments: trainer_params plus torchx's loggers, checkpointing and callbacks."""
     params = build.apply_gpus(cfg, gpus)["trainer_params"]
     logger = BaseLogger(run.dir)
-    cbs: list[pl.Callback] = [logger, TorchxState(), *build.user_callbacks(cfg)]
+    cbs: list[pl.Callback] = [logger, TorchxState(), PreemptionCheckpoint(run.ckpt_dir), *build.user_callbacks(cfg)]
     if params.get("enable_progress_bar", True):
         cbs.append(ProgressBar(logger.report))
     if params.get("enable_checkpointing", True):
@@ -79,6 +80,9 @@ def train(args: argparse.Namespace, run: Run) -> int:
         warnings.filterwarnings("ignore", message=noise)  # advice that does not apply to in-memory data
     try:
         trainer.fit(wrapper, datamodule=data, ckpt_path=str(run.ckpt_path) if run.ckpt_path else None)
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except MisconfigurationException as e:  # e.g. a monitored metric that a user's wrapper never logs;
         raise ConfigError(f"training stopped: {e}") from e  # errors from model code keep their traceback
     if trainer.interrupted:

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,15 @@ from tqdm import tqdm
 
 from torchx import build
 from torchx.callbacks.base_logger import EpochReport, fmt_seconds
-from torchx.checkpoint import STATE_KEY, atomic_save, restore_torchx_state, torchx_state
+from torchx.checkpoint import (
+    EXIT_PREEMPTED,
+    STATE_KEY,
+    Preempted,
+    SignalFlag,
+    atomic_save,
+    restore_torchx_state,
+    torchx_state,
+)
 from torchx.csvlog import MetricsCSV
 from torchx.errors import ConfigError
 from torchx.run import Run, claim
@@ -138,7 +147,12 @@ def train(args: argparse.Namespace, run: Run) -> int:
     claim(run)
     logs = Logs(run, wrapper)
     report = EpochReport(run.dir / "log.txt")
-    fit(wrapper, data, optimizer, scheds, settings, state, ckpts, logs, report, device)
+    try:
+        fit(wrapper, data, optimizer, scheds, settings, state, ckpts, logs, report, device)
+    except Preempted as e:
+        logs.close()
+        print(f"preempted: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
     results = test(wrapper, data, settings, state, ckpts, logs, device)
     logs.close()
     (run.dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -178,23 +192,33 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
     def on_step() -> None:
         data.batches_seen = state.in_epoch
         ckpts.save_step(wrapper, optimizer, scheds, state, per_epoch)
+        if flag.received:  # preempted: a mid-epoch last.ckpt, then stop
+            path = ckpts.dir / "last.ckpt"
+            ckpts.write(path, wrapper, optimizer, scheds, state, {"per_epoch": per_epoch})
+            raise Preempted(flag.received, state.step, path)
 
-    while not done(settings, state):
-        resumed_at = state.in_epoch
-        train_epoch(wrapper, train_loader, per_epoch, optimizer, scheds, settings, state, logs, report, device,
-                    on_step)
-        metrics = {}
-        complete = state.last_epoch_batches == per_epoch  # pl.Trainer skips validation of a cut-short epoch
-        ran = state.last_epoch_batches > resumed_at  # ...and of an epoch resumed after its last batch
-        if val_loader and complete and ran and settings.val_every and (state.epoch + 1) % settings.val_every == 0:
-            metrics.update(evaluate(wrapper, val_loader, "val", settings, device, state))
-            step_plateau(scheds, "step", metrics, state, batch_idx=state.last_epoch_batches - 1)
-        metrics.update({k: float(v) for k, v in wrapper.epoch_metrics("train").items()})
-        ckpts.save_epoch(wrapper, optimizer, scheds, state, metrics)
-        logs.epoch_end(metrics, state)
-        state.epoch += 1
-        step_plateau(scheds, "epoch", metrics, state, batch_idx=None)
-        report.write(report.line(state.epoch - 1, settings.max_epochs, state.step, metrics), echo=tqdm.write)
+    flag = SignalFlag()
+    flag.install()
+
+    try:
+        while not done(settings, state):
+            resumed_at = state.in_epoch
+            train_epoch(wrapper, train_loader, per_epoch, optimizer, scheds, settings, state, logs, report, device,
+                        on_step)
+            metrics = {}
+            complete = state.last_epoch_batches == per_epoch  # pl.Trainer skips validation of a cut-short epoch
+            ran = state.last_epoch_batches > resumed_at  # ...and of an epoch resumed after its last batch
+            if val_loader and complete and ran and settings.val_every and (state.epoch + 1) % settings.val_every == 0:
+                metrics.update(evaluate(wrapper, val_loader, "val", settings, device, state))
+                step_plateau(scheds, "step", metrics, state, batch_idx=state.last_epoch_batches - 1)
+            metrics.update({k: float(v) for k, v in wrapper.epoch_metrics("train").items()})
+            ckpts.save_epoch(wrapper, optimizer, scheds, state, metrics)
+            logs.epoch_end(metrics, state)
+            state.epoch += 1
+            step_plateau(scheds, "epoch", metrics, state, batch_idx=None)
+            report.write(report.line(state.epoch - 1, settings.max_epochs, state.step, metrics), echo=tqdm.write)
+    finally:
+        flag.uninstall()
 
 
 def done(settings: Settings, state: State) -> bool:
