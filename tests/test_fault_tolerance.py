@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 import torch
@@ -152,3 +153,140 @@ def test_preemption_signal_saves_at_a_step_and_exits_75(loop, signame, tmp_path)
     resumed = launch(script, ["--save-dir", "save", "--name", "cut", "--resume"], tmp_path)
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
     assert_bitwise_equal(weights(tmp_path / "save" / "full"), weights(tmp_path / "save" / "cut"))
+
+
+# ---------------------------------------------------------------- bad or foreign checkpoints
+
+
+def good_checkpoint(tmp_path) -> tuple[dict, object]:
+    path = write_config(tmp_path / "g.yaml", tiny_config(max_epochs=1))
+    assert run_train(["--config", str(path), "--save-dir", "made", "--name", "g"]) == 0
+    ckpt_path = tmp_path / "made" / "g" / "ckpt" / "last.ckpt"
+    return torch.load(ckpt_path, weights_only=True), ckpt_path
+
+
+def corrupt(kind: str, tmp_path):
+    ckpt, path = good_checkpoint(tmp_path)
+    out = tmp_path / f"{kind}.ckpt"
+    if kind == "truncated":
+        out.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif kind == "garbage":
+        out.write_bytes(bytes(range(256)) * 64)
+    elif kind == "a-tensor":
+        torch.save(torch.zeros(3), out)
+    elif kind == "no-state-dict":
+        torch.save({"epoch": 1, "global_step": 4}, out)
+    elif kind == "other-torchx":
+        ckpt["callbacks"]["torchx"]["version"] = "9.9.0"
+        torch.save(ckpt, out)
+    elif kind == "pickled-object":
+        import argparse
+
+        ckpt["hyper_parameters"]["args"] = argparse.Namespace(x=1)
+        torch.save(ckpt, out)
+    return out
+
+
+CORRUPT = {
+    "truncated": "is not a readable PyTorch checkpoint; it may be truncated",
+    "garbage": "is not a readable PyTorch checkpoint",
+    "a-tensor": "holds a Tensor, not a training checkpoint",
+    "no-state-dict": "is not a training checkpoint (missing state_dict, optimizer_states)",
+    "other-torchx": "was written by torchx 9.9.0",
+    "pickled-object": "only full unpickling can load",
+}
+
+
+@pytest.mark.parametrize("loop", RUNNERS)
+@pytest.mark.parametrize("kind", CORRUPT)
+def test_bad_checkpoint_is_one_clear_message_and_exit_2(kind, loop, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    bad = corrupt(kind, tmp_path)
+    path = write_config(tmp_path / "r.yaml", tiny_config())
+    capsys.readouterr()
+    assert RUNNERS[loop](["--config", str(path), "--save-dir", "save", "--resume", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert CORRUPT[kind] in err and "Traceback" not in err
+    assert not (tmp_path / "save").exists()
+
+
+@pytest.mark.parametrize("loop", RUNNERS)
+def test_checkpoint_of_another_model_lists_the_mismatched_keys(loop, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _, ckpt_path = good_checkpoint(tmp_path)
+    cfg = tiny_config()
+    cfg["train_wrapper"]["args"]["model_spec"]["args"]["hidden"] = [16, 8]
+    path = write_config(tmp_path / "other.yaml", cfg)
+    capsys.readouterr()
+    assert RUNNERS[loop](["--config", str(path), "--save-dir", "save", "--resume", str(ckpt_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is from another model than this config builds" in err
+    assert "missing from the checkpoint: model.net.5.bias" in err
+    assert "different shapes: model.net.1.bias [32] vs [16]" in err
+    assert not (tmp_path / "save").exists()
+
+
+def test_trust_checkpoint_loads_what_weights_only_refuses(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = corrupt("pickled-object", tmp_path)
+    path = write_config(tmp_path / "r.yaml", tiny_config())
+    assert run_train(["--config", str(path), "--save-dir", "save", "--resume", str(bad), "--trust-checkpoint"]) == 0
+
+
+# ---------------------------------------------------------------- non-finite loss
+
+NAN_LOSS_MODULE = '''
+import torch
+from torch import nn
+import torchx.losses as losses
+
+@losses.register("{name}")
+class NanEvery(nn.Module):
+    """Cross-entropy, but NaN on every `every`-th training call."""
+    def __init__(self, every: int = 5):
+        super().__init__()
+        self.every, self.calls = every, 0
+    def forward(self, out, y):
+        loss = nn.functional.cross_entropy(out, y)
+        if self.training:
+            self.calls += 1
+            if self.calls % self.every == 0:
+                return loss * float("nan")
+        return loss
+'''
+
+
+def nan_config(tmp_path, monkeypatch, policy: str) -> object:
+    module, name = f"nan_loss_{uuid.uuid4().hex[:8]}", f"nan_every_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(NAN_LOSS_MODULE.format(name=name))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = tiny_config(max_epochs=3)
+    cfg["imports"] = [module]
+    cfg["train_wrapper"]["args"].update(loss_spec={"name": name, "args": {"every": 6}}, nonfinite_loss=policy)
+    return write_config(tmp_path / "nan.yaml", cfg)
+
+
+@pytest.mark.parametrize("loop", RUNNERS)
+def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(loop, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = nan_config(tmp_path, monkeypatch, "stop")
+    capsys.readouterr()
+    assert RUNNERS[loop](["--config", str(path), "--save-dir", "save"]) == 3
+    err = capsys.readouterr().err
+    assert "stopped: the training loss is nan at step 5 (epoch 1)" in err and "Traceback" not in err
+    ckpt = torch.load(tmp_path / "save" / "nan" / "ckpt" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4  # the end of epoch 1: the last good state
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+@pytest.mark.parametrize("loop", RUNNERS)
+def test_nonfinite_loss_skip_drops_the_batch_and_goes_on(loop, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = nan_config(tmp_path, monkeypatch, "skip")
+    assert RUNNERS[loop](["--config", str(path), "--save-dir", "save"]) == 0
+    ckpt = torch.load(tmp_path / "save" / "nan" / "ckpt" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 12  # as Lightning counts it: skipped batches step without gradients
+    losses = [line.split("train/loss ")[1].split(" ")[0] for line in
+              (tmp_path / "save" / "nan" / "log.txt").read_text().splitlines()]
+    assert len(losses) == 3 and "nan" not in losses  # the epoch means leave the skipped batches out
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())

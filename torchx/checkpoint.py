@@ -104,6 +104,7 @@ class TorchxState(pl.Callback):
 # ---------------------------------------------------------------- preemption
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again" — a job script requeues on it
+EXIT_NONFINITE = 3  # the loss became NaN/inf and the run stopped; ckpt/ holds the last good state
 PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")  # SIGUSR1: what SLURM sends before the time limit (--signal)
 
 

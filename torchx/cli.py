@@ -32,6 +32,8 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--gpu", help="CUDA device ids, e.g. 0 or 1,2 (several: DDP); default: CPU")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
                    help="continue SAVE_DIR/NAME from ckpt/last.ckpt, or from CKPT")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load a --resume checkpoint that holds pickled Python objects (runs code from the file)")
     p.add_argument("--save-dir", default="./save", help="where run directories go (default: ./save)")
     p.add_argument("--dry-run", action="store_true",
                    help="check and build everything, print the resolved config, create nothing")
@@ -90,10 +92,12 @@ def prepare(args: argparse.Namespace) -> Run:
         check_gpus(args.gpus)
     imported = C.import_modules(cfg)
     C.check(cfg)
-    resume_step = logging_step(inspect_checkpoint(ckpt)) if ckpt is not None else None
+    loaded = inspect_checkpoint(ckpt, trust=args.trust_checkpoint) if ckpt is not None else None
     if cfg.get("seed") is None:  # every run has a seed; DDP children inherit the parent's
         cfg["seed"] = int(os.environ.get("PL_GLOBAL_SEED", random.randrange(2**31)))
-    return Run(dir=run_dir, config=cfg, ckpt_path=ckpt, resume_step=resume_step,
+    return Run(dir=run_dir, config=cfg, ckpt_path=ckpt, ckpt=loaded,
+               resume_step=logging_step(loaded) if loaded is not None else None,
+               trust_checkpoint=args.trust_checkpoint,
                config_file=Path(args.config) if args.config else None, imported_files=imported)
 
 

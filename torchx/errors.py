@@ -11,3 +11,11 @@ class ConfigError(TorchxError, ValueError):
 
 class RegistryError(TorchxError, ValueError):
     """A name was registered twice (a bug in the module that registers it)."""
+
+
+class NonFiniteLoss(TorchxError):
+    """A training loss was NaN or infinite and the wrapper's policy is to stop."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(f"the training loss is {value}")
+        self.value = value

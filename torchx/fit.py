@@ -17,11 +17,18 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from torchx import build
 from torchx.callbacks.base_logger import BaseLogger, ProgressBar
-from torchx.checkpoint import EXIT_PREEMPTED, AtomicCheckpointIO, Preempted, PreemptionCheckpoint, TorchxState
+from torchx.checkpoint import (
+    EXIT_NONFINITE,
+    EXIT_PREEMPTED,
+    AtomicCheckpointIO,
+    Preempted,
+    PreemptionCheckpoint,
+    TorchxState,
+)
 from torchx.csvlog import CSVLogger
 from torchx.datasets.base import TensorDataModule
-from torchx.errors import ConfigError
-from torchx.run import Run, claim, is_rank_zero
+from torchx.errors import ConfigError, NonFiniteLoss
+from torchx.run import Run, check_fits, claim, is_rank_zero
 
 _lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
 _lightning_log.addFilter(lambda record: "litlogger" not in record.getMessage())  # an advert, not information
@@ -73,16 +80,24 @@ def train(args: argparse.Namespace, run: Run) -> int:
     data.prepare_data()
     data.setup("fit")  # missing or broken data files fail here, before the run directory exists
     build.check_monitors(cfg, wrapper)
+    if run.ckpt is not None:
+        check_fits(run.ckpt, wrapper.state_dict(), run.ckpt_path)
     trainer = make_trainer(cfg, trainer_kwargs(cfg, run, data, wrapper, args.gpus))
     claim(run)
     for noise in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*",
                   ".*exists and is not empty.*", ".*but have no `validation_step`.*"):
         warnings.filterwarnings("ignore", message=noise)  # advice that does not apply to in-memory data
     try:
-        trainer.fit(wrapper, datamodule=data, ckpt_path=str(run.ckpt_path) if run.ckpt_path else None)
+        trainer.fit(wrapper, datamodule=data, ckpt_path=str(run.ckpt_path) if run.ckpt_path else None,
+                    weights_only=not run.trust_checkpoint)
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)
         return EXIT_PREEMPTED
+    except NonFiniteLoss as e:
+        print(f"stopped: {e} at step {trainer.global_step} (epoch {trainer.current_epoch}); the checkpoints in "
+              f"{run.ckpt_dir} are from before it. Set train_wrapper.args.nonfinite_loss=skip to skip such "
+              f"batches", file=sys.stderr)
+        return EXIT_NONFINITE
     except MisconfigurationException as e:  # e.g. a monitored metric that a user's wrapper never logs;
         raise ConfigError(f"training stopped: {e}") from e  # errors from model code keep their traceback
     if trainer.interrupted:

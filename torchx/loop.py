@@ -26,6 +26,7 @@ from tqdm import tqdm
 from torchx import build
 from torchx.callbacks.base_logger import EpochReport, fmt_seconds
 from torchx.checkpoint import (
+    EXIT_NONFINITE,
     EXIT_PREEMPTED,
     STATE_KEY,
     Preempted,
@@ -35,8 +36,8 @@ from torchx.checkpoint import (
     torchx_state,
 )
 from torchx.csvlog import MetricsCSV
-from torchx.errors import ConfigError
-from torchx.run import Run, claim
+from torchx.errors import ConfigError, NonFiniteLoss
+from torchx.run import Run, check_fits, claim
 
 # trainer_params the plain loop honours; `IGNORED` ones change nothing about the results here.
 SUPPORTED = {"max_epochs", "max_steps", "limit_train_batches", "limit_val_batches", "limit_test_batches",
@@ -143,7 +144,8 @@ def train(args: argparse.Namespace, run: Run) -> int:
     optimizer, scheds = wrapper.build_optimizers()
     state = State()
     if run.ckpt_path:  # before claim(): a checkpoint that does not fit this model changes nothing
-        state = load_checkpoint(run.ckpt_path, wrapper, optimizer, scheds, ckpts, device)
+        check_fits(run.ckpt, wrapper.state_dict(), run.ckpt_path)
+        state = load_checkpoint(run.ckpt_path, wrapper, optimizer, scheds, ckpts, device, run.trust_checkpoint)
     claim(run)
     logs = Logs(run, wrapper)
     report = EpochReport(run.dir / "log.txt")
@@ -153,6 +155,11 @@ def train(args: argparse.Namespace, run: Run) -> int:
         logs.close()
         print(f"preempted: {e}", file=sys.stderr)
         return EXIT_PREEMPTED
+    except NonFiniteLoss as e:
+        logs.close()
+        print(f"stopped: {e} at step {state.step} (epoch {state.epoch}); the checkpoints in {ckpts.dir} are "
+              f"from before it. Set train_wrapper.args.nonfinite_loss=skip to skip such batches", file=sys.stderr)
+        return EXIT_NONFINITE
     results = test(wrapper, data, settings, state, ckpts, logs, device)
     logs.close()
     (run.dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -239,15 +246,18 @@ def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Se
             break
         batch = to_device(batch, device)
         loss = wrapper.training_loss(batch)
-        (loss / settings.accumulate if settings.accumulate > 1 else loss).backward()
         state.in_epoch, state.batches = batch_idx + 1, state.batches + 1
+        if loss is None:  # a non-finite loss the wrapper skips: no backward; as under Lightning, the step
+            optimizer.zero_grad(set_to_none=True)  # still counts but changes nothing (no gradients)
+        else:
+            (loss / settings.accumulate if settings.accumulate > 1 else loss).backward()
         stepping = (batch_idx + 1) % settings.accumulate == 0 or batch_idx + 1 == n_batches
         if stepping:
             clip(wrapper, settings)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step_schedulers(scheds, "step", batch_idx, state)
-            if (state.step + 1) % settings.log_every == 0:
+            if loss is not None and (state.step + 1) % settings.log_every == 0:
                 logs.log({"train/loss_step": float(loss.detach())}, state.epoch, state.step)
             state.step += 1
         if batch_idx + 1 == n_batches:
@@ -528,11 +538,12 @@ def lightning_loops(state: State, per_epoch: int | None = None) -> dict:
     }
 
 
-def load_checkpoint(path: Path, wrapper, optimizer, scheds, ckpts: Checkpoints, device: torch.device) -> State:
+def load_checkpoint(path: Path, wrapper, optimizer, scheds, ckpts: Checkpoints, device: torch.device,
+                    trust: bool = False) -> State:
     """Restore weights, optimizer, schedulers and progress from a checkpoint of either loop."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(path, map_location=device, weights_only=not trust)
     wrapper.load_state_dict(ckpt["state_dict"])
     optimizer.load_state_dict(ckpt["optimizer_states"][0])
     for s, sd in zip(scheds, ckpt.get("lr_schedulers", [])):

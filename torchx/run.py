@@ -46,6 +46,8 @@ class Run:
     imported_files: list[str] = field(default_factory=list)
     resumes: int = 0  # how many times this directory was resumed before this start
     resume_step: int | None = None  # the logging step the checkpoint was taken at; later logs are replayed
+    trust_checkpoint: bool = False  # load --resume with full unpickling (only for files one trusts)
+    ckpt: dict | None = None  # the --resume checkpoint, memory-mapped
 
     @property
     def ckpt_dir(self) -> Path:
@@ -80,22 +82,56 @@ def locate(save_dir: str, name: str, resume: str | bool | None) -> tuple[Path, P
     return run_dir, ckpt
 
 
-def inspect_checkpoint(path: Path) -> dict:
-    """Open a checkpoint safely (weights only, memory-mapped) and check it has what resume needs."""
+def inspect_checkpoint(path: Path, trust: bool = False) -> dict:
+    """Open a checkpoint (memory-mapped; weights only unless `trust`) and check it has what
+    resume needs and was written by a compatible torchx."""
+    import pickle
+    import zipfile
+
     import torch
 
+    import torchx
+
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # any unreadable file: truncated, not a checkpoint, needs full unpickling
+        ckpt = torch.load(path, map_location="cpu", weights_only=not trust, mmap=True)
+    except pickle.UnpicklingError as e:  # readable, but holds objects beyond tensors and plain data
+        first = str(e).strip().splitlines()[0]
+        raise ConfigError(f"--resume: '{path}' holds Python objects that only full unpickling can load, and "
+                          f"unpickling runs code from the file ({first[:200]}). If you trust where it came "
+                          f"from, add --trust-checkpoint") from None
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as e:  # truncated, not a zip, ...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"--resume: '{path}' is not a readable PyTorch checkpoint ({reason})") from None
+        raise ConfigError(f"--resume: '{path}' is not a readable PyTorch checkpoint; it may be truncated or "
+                          f"not a checkpoint at all ({reason[:200]})") from None
     if not isinstance(ckpt, dict):
         raise ConfigError(f"--resume: '{path}' holds a {type(ckpt).__name__}, not a training checkpoint")
     missing = [k for k in ("state_dict", "epoch", "global_step", "optimizer_states") if k not in ckpt]
     if missing:
         raise ConfigError(f"--resume: '{path}' is not a training checkpoint (missing {', '.join(missing)}); "
                           f"resume needs one written by train_pl.py or train.py")
+    written_by = ((ckpt.get("callbacks") or {}).get("torchx") or {}).get("version")
+    if written_by and written_by.split(".")[:2] != torchx.__version__.split(".")[:2]:
+        raise ConfigError(f"--resume: '{path}' was written by torchx {written_by}; this is torchx "
+                          f"{torchx.__version__}, whose checkpoints differ. Resume it with torchx {written_by}")
     return ckpt
+
+
+def check_fits(ckpt: dict, model_state: dict, path: Path) -> None:
+    """The checkpoint's weights must match the model the config builds, key for key, shape for shape."""
+    saved = ckpt["state_dict"]
+    missing = sorted(set(model_state) - set(saved))
+    unexpected = sorted(set(saved) - set(model_state))
+    shapes = sorted(k for k in set(saved) & set(model_state) if tuple(saved[k].shape) != tuple(model_state[k].shape))
+    if missing or unexpected or shapes:
+        def some(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+
+        parts = [f"missing from the checkpoint: {some(missing)}" if missing else "",
+                 f"not in this model: {some(unexpected)}" if unexpected else "",
+                 "different shapes: " + some([f"{k} {list(saved[k].shape)} vs {list(model_state[k].shape)}"
+                                              for k in shapes]) if shapes else ""]
+        raise ConfigError(f"--resume: '{path}' is from another model than this config builds; "
+                          + "; ".join(p for p in parts if p))
 
 
 def logging_step(ckpt: dict) -> int:

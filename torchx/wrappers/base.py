@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from torchx import losses, models
+from torchx.errors import ConfigError, NonFiniteLoss
 from torchx.metrics import make as make_metric
 from torchx.optim import optimizers, schedulers
 from torchx.wrappers import register
@@ -47,13 +48,20 @@ class EpochMeans:
         return out
 
 
+NONFINITE = ("stop", "skip", "ignore")
+
+
 @register("base")
 class BaseWrapper(pl.LightningModule):
     """Supervised training of `model_spec` with `loss_spec`; logs loss, and accuracy for class logits."""
 
     def __init__(self, model_spec: dict, loss_spec: dict, optim_spec: dict,
-                 sched_spec: dict | list | None = None, metrics: list[dict] | None = None) -> None:
+                 sched_spec: dict | list | None = None, metrics: list[dict] | None = None,
+                 nonfinite_loss: str = "stop") -> None:
         super().__init__()
+        if nonfinite_loss not in NONFINITE:
+            raise ConfigError(f"nonfinite_loss must be one of {', '.join(NONFINITE)}, got {nonfinite_loss!r}")
+        self.nonfinite_loss = nonfinite_loss
         self.save_hyperparameters()  # hparams.yaml and every checkpoint can rebuild the model
         self.model = models.make(model_spec)
         self.loss_fn = losses.make(loss_spec)
@@ -69,10 +77,15 @@ class BaseWrapper(pl.LightningModule):
 
     # ---- plain methods, shared with torchx.loop
 
-    def training_loss(self, batch: Any) -> torch.Tensor:
-        """Loss of one training batch; also adds it to the epoch's running mean."""
+    def training_loss(self, batch: Any) -> torch.Tensor | None:
+        """Loss of one training batch, added to the epoch's running mean. A NaN or infinite loss
+        raises NonFiniteLoss (`nonfinite_loss: stop`) or gives None: skip this batch (`skip`)."""
         x, y = batch
         loss = self.loss_fn(self(x), y)
+        if self.nonfinite_loss != "ignore" and not torch.isfinite(loss):
+            if self.nonfinite_loss == "stop":
+                raise NonFiniteLoss(float(loss))
+            return None
         self.means["train"].add("loss", loss, len(y))
         return loss
 
@@ -114,8 +127,10 @@ class BaseWrapper(pl.LightningModule):
 
     # ---- Lightning hooks
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         loss = self.training_loss(batch)
+        if loss is None:
+            return None  # Lightning skips the optimizer step
         if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:  # when Lightning writes logs
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
         return loss
