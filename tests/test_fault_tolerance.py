@@ -290,3 +290,32 @@ def test_nonfinite_loss_skip_drops_the_batch_and_goes_on(loop, tmp_path, monkeyp
               (tmp_path / "save" / "nan" / "log.txt").read_text().splitlines()]
     assert len(losses) == 3 and "nan" not in losses  # the epoch means leave the skipped batches out
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+DIE_MODULE = '''
+import os
+import pytorch_lightning as pl
+import torchx.callbacks as callbacks
+
+@callbacks.register("die_on_rank1")
+class Die(pl.Callback):
+    """Rank 1 exits abruptly at step 2, as an OOM kill would end it."""
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        if trainer.global_rank == 1 and trainer.global_step == 2:
+            os._exit(9)
+'''
+
+
+def test_a_dying_ddp_rank_takes_the_job_down_with_a_clear_message(tmp_path):
+    (tmp_path / "die_cb.py").write_text(DIE_MODULE)
+    cfg = tiny_config(accelerator="cpu", devices=2, strategy="ddp", max_epochs=50)
+    cfg.update(imports=["die_cb"], callbacks=[{"name": "die_on_rank1"}])
+    path = write_config(tmp_path / "ddp.yaml", cfg)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "PL_GLOBAL_SEED")}
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{tmp_path}"
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, str(ROOT / "train_pl.py"), "--config", str(path), "--save-dir", "save"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0 and time.monotonic() - start < 200  # it did not hang
+    assert "another DDP process died or stopped answering" in proc.stderr
+    assert [p.name for p in (tmp_path / "save").iterdir()] == ["ddp"]

@@ -30,6 +30,11 @@ from torchx.datasets.base import TensorDataModule
 from torchx.errors import ConfigError, NonFiniteLoss
 from torchx.run import Run, check_fits, claim, is_rank_zero
 
+PROG = "train_pl.py"
+# what gloo / NCCL say when a peer process is gone (a crash, an OOM kill, a node lost)
+PEER_FAILURE = ("Connection reset by peer", "Connection closed by peer", "NCCL communicator was aborted",
+                "Socket Timeout", "Timed out", "ProcessGroupNCCL", "Broken pipe")
+
 _lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
 _lightning_log.addFilter(lambda record: "litlogger" not in record.getMessage())  # an advert, not information
 
@@ -98,6 +103,13 @@ def train(args: argparse.Namespace, run: Run) -> int:
               f"{run.ckpt_dir} are from before it. Set train_wrapper.args.nonfinite_loss=skip to skip such "
               f"batches", file=sys.stderr)
         return EXIT_NONFINITE
+    except RuntimeError as e:
+        if trainer.world_size > 1 and any(w in str(e) for w in PEER_FAILURE):
+            print(f"{PROG}: error: another DDP process died or stopped answering, so this one stops too "
+                  f"(its own output above says why). Resume with --resume from {run.ckpt_dir}/last.ckpt. "
+                  f"[{str(e).splitlines()[0][:160]}]", file=sys.stderr)
+            return 1
+        raise
     except MisconfigurationException as e:  # e.g. a monitored metric that a user's wrapper never logs;
         raise ConfigError(f"training stopped: {e}") from e  # errors from model code keep their traceback
     if trainer.interrupted:
