@@ -194,7 +194,8 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
         total = min(total, settings.max_steps)
     report.start(state.step, total)
     val_loader = data.val_dataloader()
-    train_loader.sampler.resume_at = (state.epoch, state.in_epoch)  # a mid-epoch checkpoint goes on from there
+    if callable(getattr(train_loader, "load_state_dict", None)):  # a mid-epoch checkpoint goes on from there
+        train_loader.load_state_dict({"epoch": state.epoch, "batches": state.in_epoch})
 
     def on_step() -> None:
         data.batches_seen = state.in_epoch
@@ -238,7 +239,8 @@ def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Se
     """One epoch (or its rest, after a mid-epoch resume), stepping like Lightning's automatic
     optimization: accumulation, clipping, schedulers; `on_step` runs after every optimizer step."""
     wrapper.train()
-    loader.sampler.set_epoch(state.epoch)
+    if callable(getattr(loader.sampler, "set_epoch", None)):  # torchx's sampler, DistributedSampler, ...
+        loader.sampler.set_epoch(state.epoch)
     bar = tqdm(total=n_batches, initial=state.in_epoch, desc=f"Epoch {state.epoch}", disable=not settings.progress_bar,
                leave=False, dynamic_ncols=True, mininterval=0.5)
     for batch_idx, batch in enumerate(loader, start=state.in_epoch):
