@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def config(data: Path, quick: bool) -> dict:
-    """tiny_cnn on real MNIST with a checkpoint every 25 steps, so kills land mid-epoch too."""
+    """tiny_cnn on real MNIST with a checkpoint every 10 steps, so kills land mid-epoch too."""
     return {
         "data_module": {"name": "mnist", "args": {"root_dir": str(data), "batch_size": 64}},
         "train_wrapper": {"name": "base", "args": {
@@ -36,7 +36,7 @@ def config(data: Path, quick: bool) -> dict:
             "sched_spec": {"name": "StepLR", "args": {"step_size": 1, "gamma": 0.7}}}},
         "trainer_params": {"max_epochs": 2 if quick else 3, "limit_train_batches": 100 if quick else 250,
                            "limit_val_batches": 10, "limit_test_batches": 10, "enable_progress_bar": False},
-        "checkpoint": {"every_n_train_steps": 25, "save_top_k": -1},
+        "checkpoint": {"every_n_train_steps": 10, "save_top_k": -1},
         "seed": 7,
     }
 
@@ -82,7 +82,7 @@ def main() -> int:
             while (not last.exists() or last.stat().st_mtime_ns == before) and proc.poll() is None:
                 time.sleep(0.02)
             if proc.poll() is None:
-                time.sleep(rng.uniform(0.0, 1.0))
+                time.sleep(rng.uniform(0.0, 0.6))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()

@@ -110,6 +110,22 @@ def test_kill_9_at_random_points_loses_nothing_and_resumes_bitwise(loop, tmp_pat
 PAIRS = [("train_pl", "train_pl"), ("train", "train"), ("train", "train_pl"), ("train_pl", "train")]
 
 
+@pytest.mark.parametrize("loop", RUNNERS)
+def test_resume_chain_through_a_last_batch_checkpoint(loop, tmp_path, monkeypatch):
+    """Step checkpoints land on an epoch's last batch (before validation) too; resuming from one,
+    then from a mid-epoch checkpoint of that resumed run, must still serve every batch once."""
+    monkeypatch.chdir(tmp_path)
+    run = RUNNERS[loop]
+    cfg = dropout_config(limit_train_batches=6)
+    cfg["checkpoint"] = {"every_n_train_steps": 3, "save_top_k": -1}
+    path = write_config(tmp_path / "m.yaml", cfg)
+    assert run(["--config", str(path), "--save-dir", "save", "--name", "full"]) == 0
+    assert run(["--config", str(path), "--save-dir", "save", "--name", "cut", "+trainer_params.max_steps=6"]) == 0
+    for stop in (9, -1):  # from the last-batch checkpoint at step 6, then from step 9, mid-epoch
+        assert run(["--save-dir", "save", "--name", "cut", "--resume", f"trainer_params.max_steps={stop}"]) == 0
+    assert_bitwise_equal(weights(tmp_path / "save" / "full"), weights(tmp_path / "save" / "cut"))
+
+
 @pytest.mark.parametrize("first, second", PAIRS, ids=[f"{a}-then-{b}" for a, b in PAIRS])
 def test_resume_mid_epoch_serves_exactly_the_unseen_batches(first, second, tmp_path, monkeypatch):
     """A checkpoint every 3 steps; the first run stops at step 9, half-way through epoch 2; the

@@ -100,6 +100,28 @@ class TorchxState(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         restore_torchx_state(state_dict)
 
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        mark_epoch_started(checkpoint)
+
+
+def mark_epoch_started(checkpoint: dict) -> None:
+    """Repair pl.Trainer's epoch counters in a mid-epoch checkpoint.
+
+    After a resume from a checkpoint taken on an epoch's last batch (before validation),
+    Lightning 2.6 runs the next epoch without counting it as started, so that epoch's mid-epoch
+    checkpoints look like end-of-epoch ones and a resume from them replays its batches. A
+    checkpoint inside an epoch (batches done, not the last one) always has its epoch started
+    but not yet processed; set the counters so.
+    """
+    fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    batches, epochs = fit_loop.get("epoch_loop.batch_progress"), fit_loop.get("epoch_progress")
+    if not batches or not epochs or batches.get("is_last_batch") or not batches["current"].get("ready"):
+        return
+    for part in ("total", "current"):
+        counts = epochs[part]
+        if counts["started"] <= counts["processed"]:
+            counts["ready"] = counts["started"] = counts["processed"] + 1
+
 
 # ---------------------------------------------------------------- preemption
 
