@@ -3,6 +3,7 @@ an uninterrupted run ends."""
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import signal
@@ -14,7 +15,7 @@ import uuid
 import pytest
 import torch
 
-from helpers import ROOT, run_train, run_train_pl, tiny_config, write_config
+from helpers import ROOT, run_train, run_train_pl, scalars, tiny_config, write_config
 
 RUNNERS = {"train_pl": run_train_pl, "train": run_train}
 SCRIPTS = {"train_pl": "train_pl.py", "train": "train.py"}
@@ -105,6 +106,16 @@ def test_kill_9_at_random_points_loses_nothing_and_resumes_bitwise(loop, tmp_pat
     assert steps == sorted(steps)
     assert_bitwise_equal(weights(tmp_path / "save" / "full"), weights(tmp_path / "save" / "cut"))
     assert not list((tmp_path / "save" / "cut" / "ckpt").glob(".*.tmp"))
+    # the loggers went on: no step logged twice, nothing lost, the same values as the uninterrupted run
+    for name in ("full", "cut"):
+        with open(tmp_path / "save" / name / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        csv_steps = [int(r["step"]) for r in rows]
+        assert csv_steps == sorted(set(csv_steps)), csv_steps
+    assert len(rows) == 9  # 8 epochs and the test
+    tb = scalars(tmp_path / "save" / "cut")["train/loss"]
+    assert [s for s, _ in tb] == [6 * e - 1 for e in range(1, 9)]
+    assert [round(v, 6) for _, v in tb] == [round(v, 6) for _, v in scalars(tmp_path / "save" / "full")["train/loss"]]
 
 
 PAIRS = [("train_pl", "train_pl"), ("train", "train"), ("train", "train_pl"), ("train_pl", "train")]
@@ -335,3 +346,16 @@ def test_a_dying_ddp_rank_takes_the_job_down_with_a_clear_message(tmp_path):
     assert proc.returncode != 0 and time.monotonic() - start < 200  # it did not hang
     assert "another DDP process died or stopped answering" in proc.stderr
     assert [p.name for p in (tmp_path / "save").iterdir()] == ["ddp"]
+
+
+def test_two_runs_claiming_one_name_at_once_cannot_share_it(tmp_path):
+    """Both pass the existence check; the atomic mkdir lets exactly one create the directory."""
+    from torchx.errors import ConfigError
+    from torchx.run import Run, claim, locate
+
+    run_dir, _ = locate(str(tmp_path), "same", None)
+    first, second = Run(dir=run_dir, config={"seed": 1}), Run(dir=run_dir, config={"seed": 2})
+    claim(first)
+    with pytest.raises(ConfigError, match="was created by another process just now"):
+        claim(second)
+    assert "seed: 1" in (run_dir / "config.yaml").read_text()
