@@ -220,8 +220,8 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
                 metrics.update(evaluate(wrapper, val_loader, "val", settings, device, state))
                 step_plateau(scheds, "step", metrics, state, batch_idx=state.last_epoch_batches - 1)
             metrics.update({k: float(v) for k, v in wrapper.epoch_metrics("train").items()})
+            logs.epoch_end(metrics, state)  # on disk before the checkpoint: a kill cannot lose them
             ckpts.save_epoch(wrapper, optimizer, scheds, state, metrics)
-            logs.epoch_end(metrics, state)
             state.epoch += 1
             step_plateau(scheds, "epoch", metrics, state, batch_idx=None)
             report.write(report.line(state.epoch - 1, settings.max_epochs, state.step, metrics), echo=tqdm.write)
@@ -383,6 +383,7 @@ class Logs:
     def epoch_end(self, metrics: dict[str, float], state: State, step: int | None = None) -> None:
         """Epoch-end scalars at the step of the epoch's last batch, as Lightning's logger writes them."""
         self.log(metrics, state.epoch, state.step - 1 if step is None else step)
+        self.tb.flush()
 
     def close(self) -> None:
         self.csv.flush()
