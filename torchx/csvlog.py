@@ -57,9 +57,6 @@ class MetricsCSV:
                 writer.writerow(_format(row))
         self.last = row
 
-    def flush(self) -> None:
-        """Rows are written as they come; kept for loggers that expect it."""
-
     def _rewrite(self, rows: list[dict], last: dict | None = None) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w", newline="") as f:
@@ -84,7 +81,8 @@ def read(path: Path) -> list[dict[str, float | None]]:
 
 
 class CSVLogger(Logger):
-    """Lightning's side of MetricsCSV (rank 0 only)."""
+    """Lightning's side of MetricsCSV (rank 0 only). Rows are on disk as soon as they are logged,
+    so Logger's save() and finalize() have nothing to do."""
 
     def __init__(self, path: Path, metrics: set[str] | list[str] = (), drop_from: int | None = None) -> None:
         super().__init__()
@@ -112,10 +110,3 @@ class CSVLogger(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.csv.log(metrics, step if step is not None else 0)
 
-    @rank_zero_only
-    def save(self) -> None:
-        self.csv.flush()
-
-    @rank_zero_only
-    def finalize(self, status: str) -> None:
-        self.csv.flush()

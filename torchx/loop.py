@@ -386,7 +386,6 @@ class Logs:
         self.tb.flush()
 
     def close(self) -> None:
-        self.csv.flush()
         self.tb.close()
 
 

@@ -204,6 +204,3 @@ class TensorDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader | list:
         return self._loader("test", train=False) if "test" in self.splits else []
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
