@@ -80,13 +80,11 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar in the run's TensorBoard events, read with TensorBoard's own reader."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out: dict[str, list[tuple[int, float]]] = {}
-    for events in sorted((run_dir / "default" / "version_0").glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return out
+    # the whole folder at once, as TensorBoard reads a run: a resumed run's purge step hides what
+    # a killed process logged after its checkpoint, across event files
+    acc = EventAccumulator(str(run_dir / "default" / "version_0"))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def assert_run_dir(run_dir: Path, epochs: int, tested: bool = True) -> dict:

@@ -363,14 +363,16 @@ class Logs:
     """TensorBoard events (tensorboardX) and metrics.csv, with the tags and steps Lightning uses."""
 
     def __init__(self, run: Run, wrapper) -> None:
-        from tensorboardX import SummaryWriter
+        # torch's writer, as Lightning's TensorBoardLogger uses when tensorboard is installed: its
+        # flush() waits for queued events (tensorboardX's does not), so a checkpoint never runs ahead
+        from torch.utils.tensorboard import SummaryWriter
 
         folder = run.dir / "default" / "version_0"
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / "hparams.yaml").exists():
             (folder / "hparams.yaml").write_text(yaml.safe_dump(dict(wrapper.hparams), sort_keys=False))
         # a new events file per start, named apart even when a resume starts within the same second
-        self.tb = SummaryWriter(logdir=str(folder), flush_secs=30, filename_suffix=f".{os.getpid()}.{run.resumes}",
+        self.tb = SummaryWriter(log_dir=str(folder), flush_secs=30, filename_suffix=f".{os.getpid()}.{run.resumes}",
                                 purge_step=run.resume_step)
         self.csv = MetricsCSV(run.dir / "metrics.csv", build.declared_metrics(wrapper), drop_from=run.resume_step)
 
@@ -416,7 +418,8 @@ class Checkpoints:
         from pytorch_lightning.callbacks import ModelCheckpoint
 
         lightning_args = {k: v for k, v in args.items() if k != "verbose"}
-        self.state_key = ModelCheckpoint(dirpath=None, **lightning_args).state_key
+        with build.reported_as(f"checkpoint {args}"):  # the same settings ModelCheckpoint refuses
+            self.state_key = ModelCheckpoint(dirpath=None, **lightning_args).state_key
 
     def save_epoch(self, wrapper, optimizer, scheds, state: State, metrics: dict[str, float]) -> None:
         """After epoch `state.epoch` (not yet counted as completed), like ModelCheckpoint at epoch end."""
@@ -474,6 +477,7 @@ class Checkpoints:
             "hparams_name": "kwargs",
             "hyper_parameters": dict(wrapper.hparams),
         }
+        wrapper.on_save_checkpoint(ckpt)  # the LightningModule's own hook, as pl.Trainer calls it
         atomic_save(ckpt, path)
 
     def lightning_state(self) -> dict:
@@ -546,6 +550,7 @@ def load_checkpoint(path: Path, wrapper, optimizer, scheds, ckpts: Checkpoints, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ckpt = torch.load(path, map_location=device, weights_only=not trust)
+    wrapper.on_load_checkpoint(ckpt)
     wrapper.load_state_dict(ckpt["state_dict"])
     optimizer.load_state_dict(ckpt["optimizer_states"][0])
     for s, sd in zip(scheds, ckpt.get("lr_schedulers", [])):

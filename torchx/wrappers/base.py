@@ -33,6 +33,12 @@ class EpochMeans:
         self.sums[name] = self.sums[name] + value if name in self.sums else value
         self.counts[name] = self.counts.get(name, 0) + n
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
+
     def pop(self) -> dict[str, torch.Tensor]:
         """The means so far (summed over DDP ranks), then reset."""
         out = {}
@@ -154,6 +160,15 @@ class BaseWrapper(pl.LightningModule):
         optimizer, scheds = self.build_optimizers()
         return {"optimizer": optimizer, "lr_scheduler": scheds[0]} if len(scheds) == 1 else \
             ([optimizer], scheds) if scheds else optimizer
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a mid-epoch checkpoint carries the epoch's running train mean, so a resumed epoch reports
+        # the mean over all its batches, not only those after the resume (rank 0's share under DDP)
+        checkpoint["torchx_train_means"] = self.means["train"].state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "torchx_train_means" in checkpoint:
+            self.means["train"].load_state_dict(checkpoint["torchx_train_means"])
 
     def logged_metrics(self) -> set[str]:
         """Every metric name this wrapper logs (checked against monitors before training)."""
