@@ -360,7 +360,7 @@ def test(wrapper, data, settings: Settings, state: State, ckpts: Checkpoints, lo
 
 
 class Logs:
-    """TensorBoard events (tensorboardX) and metrics.csv, with the tags and steps Lightning uses."""
+    """TensorBoard events and metrics.csv, with the tags and steps Lightning uses."""
 
     def __init__(self, run: Run, wrapper) -> None:
         # torch's writer, as Lightning's TensorBoardLogger uses when tensorboard is installed: its
