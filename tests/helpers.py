@@ -39,10 +39,18 @@ def write_config(path: Path, cfg: dict) -> Path:
     return path
 
 
-def write_idx(path: Path, data: torch.Tensor) -> None:
-    header = bytes([0, 0, 8, data.dim()]) + b"".join(struct.pack(">I", s) for s in data.shape)
-    raw = header + data.to(torch.uint8).numpy().tobytes()
+def idx_bytes(array: torch.Tensor, type_byte: int = 0x08) -> bytes:
+    """The IDX encoding of a uint8 tensor: 0, 0, type, ndim, big-endian uint32 sizes, data."""
+    header = bytes([0, 0, type_byte, array.dim()]) + b"".join(struct.pack(">I", s) for s in array.shape)
+    return header + array.to(torch.uint8).contiguous().numpy().tobytes()
+
+
+def write_idx(path: Path, data: torch.Tensor) -> Path:
+    """An IDX file, gzipped when the name ends in .gz."""
+    raw = idx_bytes(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+    return path
 
 
 def write_fake_mnist(root: Path, n_train: int = 256, n_test: int = 64) -> Path:

@@ -9,18 +9,19 @@ from __future__ import annotations
 import gzip
 import math
 import re
-import struct
 from pathlib import Path
 
 import pytest
 import torch
 
 import torchx.datasets as datasets
+from helpers import SHARED_MNIST, idx_bytes
+from helpers import write_idx as write_idx_file
 from torchx.datasets.base import BatchTensorDataset, EpochSampler
 from torchx.datasets.mnist import FILES, MNIST, read_idx
 from torchx.errors import ConfigError
 
-REAL_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+REAL_MNIST = SHARED_MNIST
 MNIST_TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
 N_TRAIN, N_TEST = 100, 20
@@ -29,21 +30,8 @@ N_TRAIN, N_TEST = 100, 20
 # ---------------------------------------------------------------- helpers
 
 
-def idx_bytes(array: torch.Tensor, type_byte: int = 0x08) -> bytes:
-    """The IDX encoding of a uint8 tensor: 0, 0, type, ndim, big-endian uint32 sizes, data."""
-    header = bytes([0, 0, type_byte, array.dim()]) + b"".join(struct.pack(">I", s) for s in array.shape)
-    return header + array.contiguous().numpy().tobytes()
-
-
 def write_idx(path: Path, array: torch.Tensor, gz: bool = False) -> Path:
-    data = idx_bytes(array)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        path.write_bytes(gzip.compress(data))
-    else:
-        path.write_bytes(data)
-    return path
+    return write_idx_file(path.with_name(path.name + ".gz") if gz else path, array)
 
 
 def fake_images(n: int, seed: int) -> torch.Tensor:
