@@ -12,6 +12,7 @@ import os
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -101,12 +102,14 @@ def prepare(args: argparse.Namespace) -> Run:
                config_file=Path(args.config) if args.config else None, imported_files=imported)
 
 
-def dry_run(run: Run) -> None:
-    """Build every component (no data is read) and print the resolved config and a summary."""
+def dry_run(args: argparse.Namespace, run: Run, loop: Any) -> None:
+    """Build every component once (no data is read), let the loop check what it alone needs
+    (`loop.dry_check`), then print the resolved config and a summary."""
     from torchx import build
 
     cfg = run.config
     data, wrapper = build.data_module(cfg), build.wrapper(cfg)
+    loop.dry_check(args, run, data, wrapper)
     build.check_monitors(cfg, wrapper)
     with build.reported_as("train_wrapper (its optimizer and scheduler specs)"):
         optimizers, scheds = build.optimizers_of(wrapper)
@@ -138,8 +141,7 @@ def main(argv: list[str] | None, prog: str, loop: str) -> int:
         run = prepare(args)
         module = importlib.import_module(loop)
         if args.dry_run:
-            module.dry_check(args, run)
-            dry_run(run)
+            dry_run(args, run, module)
             return 0
         return module.train(args, run)
     except TorchxError as e:

@@ -67,13 +67,12 @@ def make_trainer(cfg: dict, kwargs: dict[str, Any]) -> pl.Trainer:
         return pl.Trainer(**kwargs)
 
 
-def dry_check(args: argparse.Namespace, run: Run) -> None:
+def dry_check(args: argparse.Namespace, run: Run, data: pl.LightningDataModule, wrapper: pl.LightningModule) -> None:
     """What --dry-run builds for train_pl.py beyond the shared components: the Trainer itself."""
     level = _lightning_log.level
     _lightning_log.setLevel(logging.WARNING)  # "GPU available: ..." belongs to a real run
     try:
-        cfg = run.config
-        make_trainer(cfg, trainer_kwargs(cfg, run, build.data_module(cfg), build.wrapper(cfg), args.gpus))
+        make_trainer(run.config, trainer_kwargs(run.config, run, data, wrapper, args.gpus))
     finally:
         _lightning_log.setLevel(level)
 

@@ -110,13 +110,13 @@ class State:
     last_val_batches: int = 0
 
 
-def dry_check(args: argparse.Namespace, run: Run) -> None:
+def dry_check(args: argparse.Namespace, run: Run, data: Any, wrapper: pl.LightningModule) -> None:
     """What --dry-run checks for train.py: its trainer_params, checkpoint keys, device, wrapper."""
     cfg = run.config
     Settings.from_config(cfg.get("trainer_params") or {})
     Checkpoints(run.ckpt_dir, cfg.get("checkpoint") or {})
     pick_device(args.gpus)
-    check_wrapper(build.wrapper(cfg), cfg["train_wrapper"]["name"])
+    check_wrapper(wrapper, cfg["train_wrapper"]["name"])
     refuse_callbacks(cfg)
 
 
