@@ -133,6 +133,22 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
+class _Dumper(yaml.SafeDumper):
+    """Safe dumper that quotes what _Loader would read as another type ('1e-4' stays a string),
+    and writes a value shared by two keys twice rather than as an anchor and alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+_Dumper.yaml_implicit_resolvers = {k: list(v) for k, v in _Loader.yaml_implicit_resolvers.items()}
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text that `read_yaml` reads back as the same values, in the same key order."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
 # ---------------------------------------------------------------- _base_ and merging
 
 
@@ -311,22 +327,38 @@ def expand(cfg: dict) -> list[tuple[str, dict]]:
     Names read like 'lr=0.01,batch_size=16' (the key without its `_`, lengthened to its
     dotted path where two keys would share a name).
     """
+    return [(name, c) for name, _, c in combinations(cfg)]
+
+
+def combinations(cfg: dict) -> list[tuple[str, dict, dict]]:
+    """(name, params, config) per combination, in `itertools.product` order of the sweep keys
+    (the last key varies fastest); `params` maps each key's label ('lr') to its value here.
+    A sweep key replaces a plain key of the same name beside it (one inherited from `_base_`)."""
     found = sweep_keys(cfg)
     if not found:
-        return [("", copy.deepcopy(cfg))]
+        return [("", {}, copy.deepcopy(cfg))]
     labels = _labels([p for p, _ in found])
     runs, seen = [], set()
     for combo in itertools.product(*[values for _, values in found]):
         c = copy.deepcopy(cfg)
         for (path, _), value in zip(found, combo):
             parent = _walk(c, path[:-1])
+            if isinstance(parent, dict):  # `lr_` beside an inherited `lr`: the swept value wins
+                parent.pop(path[-1][:-1], None)
             _rename(parent, path[-1], path[-1][:-1], copy.deepcopy(value))
         name = ",".join(f"{label}={_fmt(v)}" for label, v in zip(labels, combo))
         if name in seen:  # values that print alike (0.1 and '0.1'): keep names unique
             name = f"{name},#{len(runs)}"
         seen.add(name)
-        runs.append((name, c))
+        runs.append((name, dict(zip(labels, copy.deepcopy(combo))), c))
     return runs
+
+
+def sweep_labels(cfg: dict) -> list[tuple[str, str, list]]:
+    """(dotted key, label, values) of every sweep key: the grid a session records."""
+    found = sweep_keys(cfg)
+    labels = _labels([p for p, _ in found])
+    return [(_dotted(p), label, values) for (p, values), label in zip(found, labels)]
 
 
 def _labels(paths: list[tuple]) -> list[str]:
@@ -373,8 +405,8 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
     found = sweep_keys(cfg)
     if found:
         keys = ", ".join(_dotted(p) for p, _ in found)
-        raise ConfigError(f"this config is a sweep (keys ending in '_': {keys}); running sweeps is "
-                          f"not supported by this command; use expand() or drop the '_'")
+        raise ConfigError(f"this config is a sweep (keys ending in '_': {keys}); this command takes one "
+                          f"experiment: run the sweep as a session with train_pl.py or train.py, or drop the '_'")
     return resolve(cfg)
 
 
