@@ -593,6 +593,54 @@ def _check_trainer_types(params: dict) -> None:
         v = params.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
             raise ConfigError(f"trainer_params.{key} must be a non-negative number, got {v!r}")
+    _check_step_keys(params)
+
+
+def _check_step_keys(params: dict) -> None:
+    """The keys that schedule training in steps, with the values both loops can honour alike."""
+    max_steps = params.get("max_steps")
+    if max_steps is not None and max_steps < -1:
+        raise ConfigError(f"trainer_params.max_steps must be a number of optimizer steps (>= 0), or -1 for no "
+                          f"limit, got {max_steps}")
+    log_every = params.get("log_every_n_steps")
+    if log_every is not None and log_every < 1:
+        raise ConfigError(f"trainer_params.log_every_n_steps must be a positive number of steps, got {log_every}")
+    every_epochs = params.get("check_val_every_n_epoch", 1)
+    if every_epochs is not None and every_epochs < 1:
+        raise ConfigError(f"trainer_params.check_val_every_n_epoch must be a positive number of epochs, or null to "
+                          f"count val_check_interval in training batches across epochs, got {every_epochs}")
+    interval = params.get("val_check_interval")
+    valid = ("an int >= 1 (validate every N training batches) or a float in (0.0, 1.0] (a fraction of an "
+             "epoch)")
+    if interval is None:
+        pass
+    elif isinstance(interval, bool) or not isinstance(interval, (int, float)):
+        why = "; time-based intervals are not supported, as they would validate at different steps on every run" \
+            if isinstance(interval, (str, dict)) else ""
+        raise ConfigError(f"trainer_params.val_check_interval must be {valid}, got {interval!r}{why}")
+    elif isinstance(interval, int) and interval < 1:
+        raise ConfigError(f"trainer_params.val_check_interval must be {valid}, got {interval}")
+    elif isinstance(interval, float) and not 0.0 < interval <= 1.0:
+        hint = f"; write {int(interval)} to validate every {int(interval)} batches" \
+            if interval > 1 and interval.is_integer() else ""
+        raise ConfigError(f"trainer_params.val_check_interval must be {valid}, got {interval}{hint}")
+    if every_epochs is None and not isinstance(interval, int):
+        got = f"got {interval!r}" if interval is not None else "it is not set (its default 1.0 is a fraction)"
+        raise ConfigError(f"trainer_params.check_val_every_n_epoch=null counts val_check_interval in training "
+                          f"batches across epochs, so val_check_interval must be an int >= 1; {got}")
+
+
+def check_val_interval(params: dict, train_batches: int) -> None:
+    """An int val_check_interval must fit in an epoch unless it counts across epochs, as pl.Trainer
+    checks when training starts; `train_batches`: batches per epoch after limit_train_batches."""
+    interval = params.get("val_check_interval")
+    if not isinstance(interval, int) or isinstance(interval, bool) or params.get("check_val_every_n_epoch", 1) is None:
+        return
+    limit_val = params.get("limit_val_batches", 1.0)
+    if interval > train_batches and limit_val > 0:
+        raise ConfigError(f"trainer_params.val_check_interval={interval} is more than the {train_batches} training "
+                          f"batches of an epoch; use a value up to {train_batches}, a float for a fraction of an "
+                          f"epoch, or set check_val_every_n_epoch=null to count batches across epochs")
 
 
 def _check_kwargs(section: Any, where: str, cls: Callable[[], type], reserved: dict[str, str]) -> None:

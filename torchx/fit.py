@@ -13,6 +13,8 @@ import pytorch_lightning as pl
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.trainer.connectors.data_connector import _parse_num_batches
+from pytorch_lightning.trainer.states import RunningStage
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from torchx import build
@@ -25,6 +27,7 @@ from torchx.checkpoint import (
     PreemptionCheckpoint,
     TorchxState,
 )
+from torchx.config import check_val_interval
 from torchx.csvlog import CSVLogger
 from torchx.datasets.base import TensorDataModule
 from torchx.errors import ConfigError, NonFiniteLoss
@@ -77,6 +80,19 @@ def dry_check(args: argparse.Namespace, run: Run, data: pl.LightningDataModule, 
         _lightning_log.setLevel(level)
 
 
+def check_val_batches(cfg: dict, data: pl.LightningDataModule, trainer: pl.Trainer) -> None:
+    """pl.Trainer refuses an int val_check_interval longer than an epoch only once training runs;
+    check it before the run directory exists (one process: a DDP rank's share is not known yet)."""
+    params = cfg.get("trainer_params") or {}
+    if not isinstance(params.get("val_check_interval"), int) or trainer.world_size > 1:
+        return
+    loader = data.train_dataloader()
+    if hasattr(loader, "__len__"):
+        with build.reported_as(f"trainer_params {params}"):
+            batches = _parse_num_batches(RunningStage.TRAINING, len(loader), trainer.limit_train_batches)
+        check_val_interval(params, batches)
+
+
 def train(args: argparse.Namespace, run: Run) -> int:
     cfg = run.config
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
@@ -87,6 +103,7 @@ def train(args: argparse.Namespace, run: Run) -> int:
     if run.ckpt is not None:
         check_fits(run.ckpt, wrapper.state_dict(), run.ckpt_path)
     trainer = make_trainer(cfg, trainer_kwargs(cfg, run, data, wrapper, args.gpus))
+    check_val_batches(cfg, data, trainer)
     claim(run)
     for noise in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*",
                   ".*exists and is not empty.*", ".*but have no `validation_step`.*"):
@@ -111,6 +128,10 @@ def train(args: argparse.Namespace, run: Run) -> int:
         raise
     except MisconfigurationException as e:  # e.g. a monitored metric that a user's wrapper never logs;
         raise ConfigError(f"training stopped: {e}") from e  # errors from model code keep their traceback
+    except ValueError as e:
+        if "`val_check_interval`" in str(e):  # longer than a DDP rank's epoch: found only now
+            raise ConfigError(f"trainer_params.val_check_interval: {str(e).strip()}") from e
+        raise
     if trainer.interrupted:
         return 130
     results = {"epochs": trainer.current_epoch, "global_step": trainer.global_step}
