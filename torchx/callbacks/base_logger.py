@@ -1,7 +1,13 @@
-"""Epoch reports with elapsed time and ETA, printed and appended to `<run dir>/log.txt`.
+"""Progress reports with elapsed time and ETA, printed and appended to `<run dir>/log.txt`.
 
 `EpochReport` is shared by both loops; `BaseLogger` drives it from pl.Trainer's hooks and
 `ProgressBar` shows the same ETA in the tqdm bar.
+
+A report line is written when an epoch ends (its train metrics, and the validation metrics when
+validation ran at that same step) and, when a validation runs inside an epoch, for that
+validation (its metrics). An epoch-based run heads its lines `epoch E/N | step S`; a step-based
+run (see `counts_steps`) heads them `step S/T | epoch E`. The ETA comes from the optimizer steps
+done and the steps the run will take in all.
 """
 
 from __future__ import annotations
@@ -22,18 +28,30 @@ def fmt_seconds(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(max(seconds, 0))))
 
 
+def counts_steps(max_epochs: int | None, val_check_interval: int | float | None,
+                 check_val_every_n_epoch: int | None) -> bool:
+    """Whether a run is reported in steps: its length is given in steps only (max_epochs -1), or
+    validation is scheduled in training batches (val_check_interval an int or a fraction below 1.0,
+    or check_val_every_n_epoch None)."""
+    if val_check_interval is None:
+        val_check_interval = 1.0
+    return max_epochs == -1 or check_val_every_n_epoch is None or isinstance(val_check_interval, int) \
+        or val_check_interval != 1.0
+
+
 class EpochReport:
-    """Knows how far the run is (steps done of total) and writes one line per epoch."""
+    """Knows how far the run is (steps done of total) and writes its report lines."""
 
     def __init__(self, log_file: Path | None) -> None:
         self.log_file = log_file
         self.t0 = time.monotonic()
         self.step0 = 0
         self.total_steps: float = 0
+        self.by_steps = False
 
-    def start(self, step: int, total_steps: float) -> None:
+    def start(self, step: int, total_steps: float, by_steps: bool = False) -> None:
         """Called when training (re)starts: the rate is measured from here, not across resumes."""
-        self.t0, self.step0, self.total_steps = time.monotonic(), step, total_steps
+        self.t0, self.step0, self.total_steps, self.by_steps = time.monotonic(), step, total_steps, by_steps
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -44,15 +62,29 @@ class EpochReport:
             return None
         return self.elapsed() / done * max(self.total_steps - step, 0)
 
+    def steps(self, step: int, of_total: bool = True) -> str:
+        """`S/T` (or `S` when the total is unknown or counted in other units)."""
+        finite = of_total and self.total_steps and self.total_steps != float("inf")
+        return f"{step}/{int(self.total_steps)}" if finite else str(step)
+
     def line(self, epoch: int, max_epochs: int | None, step: int, metrics: dict[str, float],
-             done: int | None = None) -> str:
-        """`done` measures progress in the unit of total_steps (default: `step`)."""
-        head = f"epoch {epoch + 1}" + (f"/{max_epochs}" if max_epochs and max_epochs > 0 else "")
-        parts = [head, f"step {step}"]
+             done: int | None = None, of_total: bool = True) -> str:
+        """`done` measures progress in the unit of total_steps (default: `step`); `of_total`: whether
+        `step` is in that unit too (not under manual optimization, where each optimizer counts)."""
+        epochs = f"epoch {epoch + 1}" + (f"/{max_epochs}" if max_epochs and max_epochs > 0 else "")
+        parts = [f"step {self.steps(step, of_total)}", epochs] if self.by_steps else [epochs, f"step {step}"]
         parts += [f"{k} {v:.4f}" for k, v in sorted(metrics.items())]
         eta = self.eta(step if done is None else done)
         parts += [f"elapsed {fmt_seconds(self.elapsed())}", f"eta {fmt_seconds(eta) if eta is not None else '?'}"]
         return " | ".join(parts)
+
+    def postfix(self, step: int, done: int | None = None, of_total: bool = True) -> dict[str, str]:
+        """What a progress bar shows beside its batch count: the run's step (step-based runs) and ETA."""
+        out = {"step": self.steps(step, of_total)} if self.by_steps else {}
+        eta = self.eta(step if done is None else done)
+        if eta is not None:
+            out["eta"] = fmt_seconds(eta)
+        return out
 
     def write(self, text: str, echo: Callable[[str], None] = print) -> None:
         """Print `text` (through `echo`, e.g. a progress bar's own print) and append it to log.txt."""
@@ -62,6 +94,17 @@ class EpochReport:
         if self.log_file is not None:
             with open(self.log_file, "a") as f:
                 f.write(text + "\n")
+
+
+def epoch_line_metrics(metrics: dict[str, float], validated: dict[str, float] | None) -> dict[str, float]:
+    """An epoch-end line: its metrics without per-step values, with the validation's only when it
+    ran at the epoch's last step (an earlier one had its own line)."""
+    out = {k: v for k, v in metrics.items() if not k.endswith("_step") and not k.startswith("val/")}
+    return {**out, **(validated or {})}
+
+
+def validation_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if k.startswith("val/") and not k.endswith("_step")}
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
@@ -81,45 +124,62 @@ def progress(trainer: pl.Trainer) -> int:
 
 
 class BaseLogger(pl.Callback):
-    """One line per epoch (metrics, elapsed, ETA) on stdout and in log.txt, from rank 0.
+    """Report lines (metrics, elapsed, ETA) on stdout and in log.txt, from rank 0.
 
     Lightning runs plain callbacks' `on_train_epoch_end` before the module logs its epoch
-    metrics, so an epoch's line is written when the next epoch starts or training ends.
+    metrics, so an epoch's line is written when the next epoch starts or training ends; a
+    validation inside an epoch gets its line when the next training batch starts.
     """
 
     def __init__(self, run_dir: str | Path) -> None:
         self.report = EpochReport(Path(run_dir) / "log.txt")
-        self._pending: int | None = None  # epoch whose line is not written yet
-        self._validated = False  # whether validation ran in the pending epoch (else val/* are stale)
+        self._ended: int | None = None  # epoch that ended; its line is not written yet
+        self._val: tuple[int, int, int, dict[str, float]] | None = None  # epoch, step, done, metrics
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.report.start(progress(trainer), trainer.estimated_stepping_batches)
-        if trainer.fit_loop.restarted_mid_epoch:  # Lightning skips on_train_epoch_start for this epoch
-            self._pending, self._validated = trainer.current_epoch, False
+        by_steps = counts_steps(trainer.max_epochs, trainer.val_check_interval, trainer.check_val_every_n_epoch)
+        self.report.start(progress(trainer), trainer.estimated_stepping_batches, by_steps)
+        self._ended, self._val = None, None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._flush(trainer)
-        self._pending, self._validated = trainer.current_epoch, False
+        self._flush(trainer, pl_module)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self._val is not None:
+            self._flush(trainer, pl_module)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self._validated = True
+            # before the step's `_batches_that_stepped` increment: count this batch's step as done
+            done = trainer.global_step if pl_module.automatic_optimization else progress(trainer) + 1
+            self._val = (trainer.current_epoch, trainer.global_step, done,
+                         validation_metrics(_floats(trainer.callback_metrics)))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._ended = trainer.current_epoch
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._flush(trainer)
+        self._flush(trainer, pl_module)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._flush(trainer)
+        self._flush(trainer, pl_module)
 
-    def _flush(self, trainer: pl.Trainer) -> None:
-        if self._pending is None or trainer.sanity_checking:
+    def _flush(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
             return
-        metrics = {k: v for k, v in _floats(trainer.callback_metrics).items()
-                   if not k.endswith("_step") and (self._validated or not k.startswith("val/"))}
+        auto = pl_module.automatic_optimization
+        if self._ended is not None:
+            metrics = epoch_line_metrics(_floats(trainer.callback_metrics), self._val[3] if self._val else None)
+            line = self.report.line(self._ended, trainer.max_epochs, trainer.global_step, metrics,
+                                    progress(trainer), of_total=auto)
+        elif self._val is not None:
+            epoch, step, done, metrics = self._val
+            line = self.report.line(epoch, trainer.max_epochs, step, metrics, done, of_total=auto)
+        else:
+            return
         bar = trainer.progress_bar_callback
-        line = self.report.line(self._pending, trainer.max_epochs, trainer.global_step, metrics, progress(trainer))
         self.report.write(line, echo=bar.print if bar is not None else print)
-        self._pending = None
+        self._ended, self._val = None, None
 
 
 class ProgressBar(TQDMProgressBar):
@@ -132,7 +192,6 @@ class ProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
-        eta = self.report.eta(progress(trainer))
-        if eta is not None:
-            metrics["eta"] = fmt_seconds(eta)
+        metrics.update(self.report.postfix(trainer.global_step, progress(trainer),
+                                           of_total=pl_module.automatic_optimization))
         return metrics
