@@ -2,8 +2,9 @@
 
 It reads top to bottom: `train` sets up, `fit` runs epochs, `train_epoch` / `evaluate` run
 batches, `Checkpoints` writes Lightning-format checkpoints. It steps optimizers and
-schedulers at the points pl.Trainer does, so the same seed gives the same losses, and a
-checkpoint from either loop resumes in the other.
+schedulers, validates (every epoch, every N batches or a fraction of an epoch) and saves
+checkpoints at the points pl.Trainer does, so the same seed gives the same losses, logs and
+checkpoint files, and a checkpoint from either loop resumes in the other.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import yaml
 from tqdm import tqdm
 
 from torchx import build
-from torchx.callbacks.base_logger import EpochReport, fmt_seconds
+from torchx.callbacks.base_logger import EpochReport, counts_steps, epoch_line_metrics, validation_metrics
 from torchx.checkpoint import (
     EXIT_NONFINITE,
     EXIT_PREEMPTED,
@@ -35,13 +36,14 @@ from torchx.checkpoint import (
     restore_torchx_state,
     torchx_state,
 )
+from torchx.config import check_val_interval
 from torchx.csvlog import MetricsCSV
 from torchx.errors import ConfigError, NonFiniteLoss
 from torchx.run import Run, check_fits, claim
 
 # trainer_params the plain loop honours; `IGNORED` ones change nothing about the results here.
 SUPPORTED = {"max_epochs", "max_steps", "limit_train_batches", "limit_val_batches", "limit_test_batches",
-             "check_val_every_n_epoch", "accumulate_grad_batches", "gradient_clip_val",
+             "val_check_interval", "check_val_every_n_epoch", "accumulate_grad_batches", "gradient_clip_val",
              "gradient_clip_algorithm", "log_every_n_steps", "deterministic", "enable_progress_bar",
              "enable_checkpointing", "benchmark"}
 IGNORED = {"accelerator", "devices", "strategy", "num_nodes", "enable_model_summary", "num_sanity_val_steps",
@@ -57,7 +59,8 @@ class Settings:
     max_epochs: int
     max_steps: int
     limits: dict[str, int | float]
-    val_every: int
+    val_interval: int | float  # an int: every N training batches; a float: that fraction of an epoch
+    val_every: int | None  # validate in every N-th epoch; None: val_interval counts batches across epochs
     accumulate: int
     clip_val: float | None
     clip_algorithm: str
@@ -79,9 +82,11 @@ class Settings:
         max_epochs = params.get("max_epochs")
         if max_epochs is None:
             max_epochs = -1 if max_steps != -1 else 1000  # Lightning's default when neither is set
+        interval = params.get("val_check_interval")
         return cls(max_epochs=max_epochs, max_steps=max_steps,
                    limits={s: params.get(f"limit_{s}_batches", 1.0) for s in ("train", "val", "test")},
-                   val_every=params.get("check_val_every_n_epoch", 1) or 0,
+                   val_interval=1.0 if interval is None else interval,
+                   val_every=params.get("check_val_every_n_epoch", 1),
                    accumulate=params.get("accumulate_grad_batches", 1),
                    clip_val=params.get("gradient_clip_val"),
                    clip_algorithm=params.get("gradient_clip_algorithm", "norm"),
@@ -96,6 +101,23 @@ class Settings:
             return int(available * limit) if limit < 1.0 else available
         return min(int(limit), available)
 
+    @property
+    def by_steps(self) -> bool:
+        return counts_steps(self.max_epochs, self.val_interval, self.val_every)
+
+    def val_check_batch(self, per_epoch: int) -> int:
+        """Validate after every this many training batches (pl.Trainer's `val_check_batch`)."""
+        if isinstance(self.val_interval, int):
+            return self.val_interval
+        return max(1, int(per_epoch * self.val_interval))
+
+    def total_steps(self, per_epoch: int) -> float:
+        """The optimizer steps the run will take (pl.Trainer's `estimated_stepping_batches`)."""
+        if self.max_epochs == -1:
+            return float("inf") if self.max_steps == -1 else self.max_steps
+        total = math.ceil(per_epoch / self.accumulate) * max(self.max_epochs, 1)
+        return min(total, self.max_steps) if self.max_steps != -1 else total
+
 
 @dataclass
 class State:
@@ -106,8 +128,14 @@ class State:
     batches: int = 0  # training batches seen
     in_epoch: int = 0  # batches of the running epoch already done (after a mid-epoch resume, > 0 at start)
     sched_steps: int = 0
-    last_epoch_batches: int = 0
-    last_val_batches: int = 0
+    epoch_steps: int = 0  # optimizer steps in the running epoch
+    epoch_sched_steps: int = 0  # scheduler steps in the running epoch
+    val_batches: int = 0  # validation batches run in the running epoch
+    last_val_batches: int = 0  # batches of the latest validation
+    last_epoch_batches: int = 0  # batches the latest finished epoch ran
+    in_step: bool = False  # after a batch that stepped, until the next one
+    resumed_log_step: int | None = None  # the checkpoint's logging step, until a batch runs after resuming
+    restarting: bool = False  # resumed from a checkpoint, and its first epoch has not ended yet
 
 
 def dry_check(args: argparse.Namespace, run: Run, data: Any, wrapper: pl.LightningModule) -> None:
@@ -139,6 +167,7 @@ def train(args: argparse.Namespace, run: Run) -> int:
     build.check_monitors(cfg, wrapper)
     data.prepare_data()
     data.setup("fit")
+    check_val_interval(cfg.get("trainer_params") or {}, settings.batches("train", len(data.train_dataloader())))
     ckpts = Checkpoints(run.ckpt_dir, cfg.get("checkpoint") or {}, enabled=settings.checkpointing)
     wrapper.to(device)
     optimizer, scheds = wrapper.build_optimizers()
@@ -146,6 +175,7 @@ def train(args: argparse.Namespace, run: Run) -> int:
     if run.ckpt_path:  # before claim(): a checkpoint that does not fit this model changes nothing
         check_fits(run.ckpt, wrapper.state_dict(), run.ckpt_path)
         state = load_checkpoint(run.ckpt_path, wrapper, optimizer, scheds, ckpts, device, run.trust_checkpoint)
+        ckpts.resumed_from = Path(run.ckpt_path).absolute()
     claim(run)
     logs = Logs(run, wrapper)
     report = EpochReport(run.dir / "log.txt")
@@ -186,47 +216,78 @@ def check_wrapper(wrapper: pl.LightningModule, name: str) -> None:
 
 def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpts: Checkpoints,
         logs: Logs, report: EpochReport, device: torch.device) -> None:
+    """Epochs of training batches; after each batch, what pl.Trainer does there: preemption and step
+    checkpoints (its callbacks' on_train_batch_end), validation when due (val_check_interval,
+    check_val_every_n_epoch), checkpoints after it, ReduceLROnPlateau of interval step."""
     train_loader = data.train_dataloader()
     per_epoch = settings.batches("train", len(train_loader))
-    steps_per_epoch = math.ceil(per_epoch / settings.accumulate)
-    total = settings.max_steps if settings.max_epochs == -1 else settings.max_epochs * steps_per_epoch
-    if settings.max_steps != -1:
-        total = min(total, settings.max_steps)
-    report.start(state.step, total)
     val_loader = data.val_dataloader()
+    n_val = settings.batches("val", len(val_loader)) if val_loader else 0
+    val_batch = settings.val_check_batch(per_epoch)
+    if done(settings, state):  # nothing left to train: pl.Trainer skips its train hooks too
+        return
+    report.start(state.step, settings.total_steps(per_epoch), settings.by_steps)
+    ckpts.setup(on_epoch_end=saves_on_epoch_end(settings, n_val), per_epoch=per_epoch)
     if callable(getattr(train_loader, "load_state_dict", None)):  # a mid-epoch checkpoint goes on from there
         train_loader.load_state_dict({"epoch": state.epoch, "batches": state.in_epoch})
+    seen = logs.latest  # Lightning's callback_metrics: the latest value of everything logged
+    validated: dict[str, float] | None = None  # a validation at the epoch's last batch, for the epoch's line
 
-    def on_step() -> None:
+    def validates_this_epoch() -> bool:
+        return n_val > 0 and (settings.val_every is None or (state.epoch + 1) % settings.val_every == 0)
+
+    def after_batch(stepped: bool) -> None:
+        nonlocal validated
         data.batches_seen = state.in_epoch
-        ckpts.save_step(wrapper, optimizer, scheds, state, per_epoch)
         if flag.received:  # preempted: a mid-epoch last.ckpt, then stop
             path = ckpts.dir / "last.ckpt"
-            ckpts.write(path, wrapper, optimizer, scheds, state, {"per_epoch": per_epoch})
+            ckpts.write(path, wrapper, optimizer, scheds, state, "batch")
             raise Preempted(flag.received, state.step, path)
+        last = state.in_epoch == per_epoch
+        ckpts.on_train_batch_end(wrapper, optimizer, scheds, state, seen, last, validates_this_epoch())
+        count = state.in_epoch if settings.val_every is not None else state.batches
+        if validates_this_epoch() and count % val_batch == 0:
+            metrics = evaluate(wrapper, val_loader, "val", settings, device, state)
+            logs.log(metrics, state.epoch, state.step - 1 if stepped else state.step)
+            logs.flush()  # on disk before a checkpoint: a kill cannot lose them
+            ckpts.on_validation_end(wrapper, optimizer, scheds, state, seen)
+            if last or settings.max_steps != -1 and state.step >= settings.max_steps:
+                validated = validation_metrics(seen)  # the epoch ends here: its line shows them
+            else:
+                report.write(report.line(state.epoch, settings.max_epochs, state.step, validation_metrics(seen)),
+                             echo=tqdm.write)
+        if stepped:
+            step_plateau(scheds, "step", seen, state, index=state.in_epoch)
 
     flag = SignalFlag()
     flag.install()
 
     try:
         while not done(settings, state):
-            resumed_at = state.in_epoch
+            validated = None
             train_epoch(wrapper, train_loader, per_epoch, optimizer, scheds, settings, state, logs, report, device,
-                        on_step)
-            metrics = {}
-            complete = state.last_epoch_batches == per_epoch  # pl.Trainer skips validation of a cut-short epoch
-            ran = state.last_epoch_batches > resumed_at  # ...and of an epoch resumed after its last batch
-            if val_loader and complete and ran and settings.val_every and (state.epoch + 1) % settings.val_every == 0:
-                metrics.update(evaluate(wrapper, val_loader, "val", settings, device, state))
-                step_plateau(scheds, "step", metrics, state, batch_idx=state.last_epoch_batches - 1)
-            metrics.update({k: float(v) for k, v in wrapper.epoch_metrics("train").items()})
-            logs.epoch_end(metrics, state)  # on disk before the checkpoint: a kill cannot lose them
-            ckpts.save_epoch(wrapper, optimizer, scheds, state, metrics)
-            state.epoch += 1
-            step_plateau(scheds, "epoch", metrics, state, batch_idx=None)
-            report.write(report.line(state.epoch - 1, settings.max_epochs, state.step, metrics), echo=tqdm.write)
+                        after_batch)
+            metrics = {k: float(v) for k, v in wrapper.epoch_metrics("train").items()}
+            logs.log(metrics, state.epoch, state.step - 1)
+            logs.flush()  # on disk before the checkpoint: a kill cannot lose them
+            ckpts.on_train_epoch_end(wrapper, optimizer, scheds, state, seen)
+            complete = state.in_epoch == per_epoch
+            state.epoch, state.last_epoch_batches, state.in_epoch = state.epoch + 1, state.in_epoch, 0
+            if complete and not state.restarting:  # as pl.Trainer: not after a cut-short or the resumed epoch
+                step_plateau(scheds, "epoch", seen, state, index=state.epoch)
+            state.restarting = False
+            line = report.line(state.epoch - 1, settings.max_epochs, state.step, epoch_line_metrics(seen, validated))
+            report.write(line, echo=tqdm.write)
+        ckpts.on_train_end(wrapper, optimizer, scheds, state)
     finally:
         flag.uninstall()
+
+
+def saves_on_epoch_end(settings: Settings, n_val: int) -> bool:
+    """ModelCheckpoint's choice: save when a training epoch ends, or after each validation."""
+    if settings.val_every != 1:
+        return False
+    return n_val == 0 or settings.val_interval == 1.0  # as Lightning compares it (an int 1 counts too)
 
 
 def done(settings: Settings, state: State) -> bool:
@@ -235,12 +296,15 @@ def done(settings: Settings, state: State) -> bool:
 
 
 def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Settings, state: State,
-                logs: Logs, report: EpochReport, device: torch.device, on_step=lambda: None) -> None:
+                logs: Logs, report: EpochReport, device: torch.device, after_batch=lambda stepped: None) -> None:
     """One epoch (or its rest, after a mid-epoch resume), stepping like Lightning's automatic
-    optimization: accumulation, clipping, schedulers; `on_step` runs after every optimizer step."""
+    optimization: accumulation, clipping, schedulers; `after_batch(stepped)` runs after every batch.
+    Leaves `state.in_epoch` at the batches done: fewer than `n_batches` when max_steps cut it short."""
     wrapper.train()
     if callable(getattr(loader.sampler, "set_epoch", None)):  # torchx's sampler, DistributedSampler, ...
         loader.sampler.set_epoch(state.epoch)
+    if state.in_epoch == 0:  # Lightning's per-epoch counters start again (a resumed epoch keeps its own)
+        state.epoch_steps = state.epoch_sched_steps = state.val_batches = 0
     bar = tqdm(total=n_batches, initial=state.in_epoch, desc=f"Epoch {state.epoch}", disable=not settings.progress_bar,
                leave=False, dynamic_ncols=True, mininterval=0.5)
     for batch_idx, batch in enumerate(loader, start=state.in_epoch):
@@ -262,17 +326,16 @@ def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Se
             if loss is not None and (state.step + 1) % settings.log_every == 0:
                 logs.log({"train/loss_step": float(loss.detach())}, state.epoch, state.step)
             state.step += 1
+            state.epoch_steps += 1
         if batch_idx + 1 == n_batches:
             step_schedulers(scheds, "epoch", state.epoch, state)
-        if stepping:
-            on_step()
+        state.in_step, state.resumed_log_step = stepping, None
+        after_batch(stepping)
+        state.in_step = False
         if state.in_epoch % 20 == 0:
             bar.update(20)
-            eta = report.eta(state.step)
-            if eta is not None:
-                bar.set_postfix(eta=fmt_seconds(eta), refresh=False)
+            bar.set_postfix(report.postfix(state.step), refresh=False)
     bar.close()
-    state.last_epoch_batches, state.in_epoch = state.in_epoch, 0
 
 
 def clip(wrapper, settings: Settings) -> None:
@@ -289,15 +352,14 @@ def step_schedulers(scheds: list[dict], interval: str, index: int, state: State)
         if s["interval"] == interval and not is_plateau(s) and (index + 1) % s["frequency"] == 0:
             s["scheduler"].step()
             state.sched_steps += 1
+            state.epoch_sched_steps += 1
 
 
-def step_plateau(scheds: list[dict], interval: str, metrics: dict, state: State, batch_idx: int | None) -> None:
-    """ReduceLROnPlateau schedulers, fed their monitored metric after validation."""
-    index = state.epoch if batch_idx is None else batch_idx
+def step_plateau(scheds: list[dict], interval: str, metrics: dict, state: State, index: int) -> None:
+    """ReduceLROnPlateau schedulers of `interval`, fed the latest value of their monitored metric,
+    when `index` (batches of the epoch, or epochs, counted from 1) is a multiple of their frequency."""
     for s in scheds:
-        if not is_plateau(s) or s["interval"] != interval or index % s["frequency"] != 0 and batch_idx is None:
-            continue
-        if interval == "step" and (batch_idx + 1) % s["frequency"] != 0:
+        if not is_plateau(s) or s["interval"] != interval or index % s["frequency"] != 0:
             continue
         monitor = s.get("monitor")
         if monitor not in metrics:
@@ -307,6 +369,7 @@ def step_plateau(scheds: list[dict], interval: str, metrics: dict, state: State,
             continue
         s["scheduler"].step(metrics[monitor])
         state.sched_steps += 1
+        state.epoch_sched_steps += 1
 
 
 def is_plateau(s: dict) -> bool:
@@ -323,7 +386,7 @@ def evaluate(wrapper, loader, stage: str, settings: Settings, device: torch.devi
             break
         wrapper.evaluate(to_device(batch, device), stage)
     if state is not None:
-        state.last_val_batches = n
+        state.last_val_batches, state.val_batches = n, state.val_batches + n
     wrapper.train()
     return {k: float(v) for k, v in wrapper.epoch_metrics(stage).items()}
 
@@ -351,7 +414,8 @@ def test(wrapper, data, settings: Settings, state: State, ckpts: Checkpoints, lo
         sd = torch.load(ckpts.best_path, map_location=device, weights_only=True)["state_dict"]
         wrapper.load_state_dict(sd)
     metrics = evaluate(wrapper, loader, "test", settings, device)
-    logs.epoch_end(metrics, state, step=state.step)
+    # at pl.Trainer's logging step: the checkpoint's, when a resumed run had nothing left to train
+    logs.epoch_end(metrics, state, step=state.step if state.resumed_log_step is None else state.resumed_log_step)
     results["test"] = metrics
     return results
 
@@ -375,12 +439,17 @@ class Logs:
         self.tb = SummaryWriter(log_dir=str(folder), flush_secs=30, filename_suffix=f".{os.getpid()}.{run.resumes}",
                                 purge_step=run.resume_step)
         self.csv = MetricsCSV(run.dir / "metrics.csv", build.declared_metrics(wrapper), drop_from=run.resume_step)
+        self.latest: dict[str, float] = {}  # what monitors read, as Lightning's callback_metrics
 
     def log(self, metrics: dict[str, float], epoch: int, step: int) -> None:
+        self.latest.update(metrics)
         for k, v in metrics.items():
             self.tb.add_scalar(k, v, step)
         self.tb.add_scalar("epoch", epoch, step)
         self.csv.log({**metrics, "epoch": epoch}, step)
+
+    def flush(self) -> None:
+        self.tb.flush()
 
     def epoch_end(self, metrics: dict[str, float], state: State, step: int | None = None) -> None:
         """Epoch-end scalars at the step of the epoch's last batch, as Lightning's logger writes them."""
@@ -395,7 +464,11 @@ class Logs:
 
 
 class Checkpoints:
-    """ModelCheckpoint's behaviour for the plain loop: top-k by `monitor`, last.ckpt, Lightning's format."""
+    """pl ModelCheckpoint, hook for hook, for the plain loop: it saves after a training batch every
+    `every_n_train_steps` steps, after a validation or at an epoch's end every `every_n_epochs`
+    epochs (which of the two as ModelCheckpoint chooses), keeps the top-k files by `monitor`,
+    writes last.ckpt whenever it saves a checkpoint (and at the end if it saved none), never twice
+    at one step, in Lightning's checkpoint format."""
 
     def __init__(self, dirpath: Path, args: dict, enabled: bool = True) -> None:
         for key in args:
@@ -408,69 +481,151 @@ class Checkpoints:
             raise ConfigError(f"checkpoint.mode must be 'min' or 'max', got {self.mode!r}")
         self.save_last = args.get("save_last", True)
         self.top_k = args.get("save_top_k", 1)
-        self.every_steps = args.get("every_n_train_steps") or 0
-        # as ModelCheckpoint: with a step interval, no epoch-end checkpoints unless also asked for
-        self.every = args.get("every_n_epochs", 0 if self.every_steps else 1) or 0
+        steps, epochs = args.get("every_n_train_steps"), args.get("every_n_epochs")
+        if steps is None and epochs is None:  # as ModelCheckpoint: every epoch unless a step interval is set
+            epochs = 1
+        self.every_steps, self.every = steps or 0, epochs or 0
         self.best_k: dict[str, float] = {}  # path -> score
-        self.last_saved_step = -1  # as ModelCheckpoint: never two saves at one global step
-        self.best_path: Path | None = None
+        self.kth_path, self.kth_value = "", float("inf") if self.mode == "min" else float("-inf")
+        self.best_path: str = ""
         self.best_score: float | None = None
+        self.current_score: float | None = None
+        self.last_model_path = ""
+        self.last_saved_step = 0  # nothing to save before the first step; never two saves at one step
+        self.saved = False  # whether this run saved any checkpoint (else last.ckpt is written at the end)
+        self.deferred = False  # a step checkpoint waits for the validation that logs its monitor
+        self.validated = False  # whether a validation has run in this process
+        self.resumed_from: Path | None = None  # never deleted as a superseded top-k file
+        self.on_epoch_end, self.per_epoch = True, 0
         from pytorch_lightning.callbacks import ModelCheckpoint
 
         lightning_args = {k: v for k, v in args.items() if k != "verbose"}
         with build.reported_as(f"checkpoint {args}"):  # the same settings ModelCheckpoint refuses
             self.state_key = ModelCheckpoint(dirpath=None, **lightning_args).state_key
 
-    def save_epoch(self, wrapper, optimizer, scheds, state: State, metrics: dict[str, float]) -> None:
-        """After epoch `state.epoch` (not yet counted as completed), like ModelCheckpoint at epoch end."""
-        if not self.enabled or self.last_saved_step == state.step:
+    def setup(self, on_epoch_end: bool, per_epoch: int) -> None:
+        """`on_epoch_end`: save at training epoch ends (else after validations), see saves_on_epoch_end."""
+        self.on_epoch_end, self.per_epoch = on_epoch_end, per_epoch
+
+    # ---- the hooks, where ModelCheckpoint has them
+
+    def on_train_batch_end(self, wrapper, optimizer, scheds, state: State, seen: dict[str, float],
+                           last_batch: bool, validates: bool) -> None:
+        if not self.enabled or self.every_steps < 1 or state.step % self.every_steps:
             return
-        if self.every and (state.epoch + 1) % self.every == 0 and self.top_k != 0:
-            path = self.dir / f"epoch={state.epoch}-step={state.step}.ckpt"
-            if self.monitor is None:  # keep the newest
-                self._keep(path, float(state.step), wrapper, optimizer, scheds, state)
-            elif self.monitor in metrics:
-                self._keep(path, metrics[self.monitor], wrapper, optimizer, scheds, state)
-            elif any(k.startswith("val/") for k in metrics):  # validated, yet the monitor is missing
+        if self.monitor is not None and (self.monitor not in seen or  # not logged yet, or validation runs
+                                         not self.on_epoch_end and last_batch and validates):  # right after
+            self.deferred = True
+            return
+        if self.last_saved_step == state.step:
+            return
+        self._save_top_k(seen, wrapper, optimizer, scheds, state, "batch")
+        self._save_last(wrapper, optimizer, scheds, state, "batch")
+
+    def on_validation_end(self, wrapper, optimizer, scheds, state: State, seen: dict[str, float]) -> None:
+        self.validated = True
+        if not self.enabled or self.last_saved_step == state.step or self.on_epoch_end:
+            return
+        if self.deferred:
+            self._save_top_k(seen, wrapper, optimizer, scheds, state, "val")
+            self._save_last(wrapper, optimizer, scheds, state, "val")
+            self.deferred = False
+            return
+        if self.every and (state.epoch + 1) % self.every == 0:
+            self._save_top_k(seen, wrapper, optimizer, scheds, state, "val")
+        if self.last_saved_step == state.step:
+            self._save_last(wrapper, optimizer, scheds, state, "val")
+
+    def on_train_epoch_end(self, wrapper, optimizer, scheds, state: State, seen: dict[str, float]) -> None:
+        """After epoch `state.epoch` (not yet counted as completed) and its train metrics."""
+        if not self.enabled or self.last_saved_step == state.step or not self.on_epoch_end:
+            return
+        if self.every and (state.epoch + 1) % self.every == 0:
+            self._save_top_k(seen, wrapper, optimizer, scheds, state, "epoch")
+        if self.last_saved_step == state.step:
+            self._save_last(wrapper, optimizer, scheds, state, "epoch")
+
+    def on_train_end(self, wrapper, optimizer, scheds, state: State) -> None:
+        if self.enabled and self.save_last and not self.saved:
+            self._save_last(wrapper, optimizer, scheds, state, "end")
+
+    # ---- what ModelCheckpoint does there
+
+    def _save_top_k(self, seen: dict[str, float], wrapper, optimizer, scheds, state: State, moment: str) -> None:
+        if self.top_k == 0:
+            return
+        if self.monitor is None:  # the newest (save_top_k 1) or every one (-1)
+            path = self._free_name(f"epoch={state.epoch}-step={state.step}", self.best_path)
+            previous, self.best_path = self.best_path, path
+            self._save(path, wrapper, optimizer, scheds, state, moment)
+            if self.top_k == 1 and previous and self._removable(previous, path):
+                Path(previous).unlink(missing_ok=True)
+            return
+        if self.monitor not in seen:
+            if self.validated:
                 raise ConfigError(f"checkpoint.monitor '{self.monitor}' was not logged; logged: "
-                                  f"{', '.join(sorted(metrics))}")
-        if self.save_last:
-            self.write(self.dir / "last.ckpt", wrapper, optimizer, scheds, state)
-
-    def save_step(self, wrapper, optimizer, scheds, state: State, per_epoch: int) -> None:
-        """Every `every_n_train_steps` optimizer steps, mid-epoch: top-k by step (or monitor) and last."""
-        if not self.enabled or not self.every_steps or state.step % self.every_steps:
+                                  f"{', '.join(sorted(seen)) or '(nothing)'}")
+            return  # nothing to rank by yet: ModelCheckpoint warns and saves nothing
+        current = seen[self.monitor]
+        better = current < self.best_k.get(self.kth_path, 0.0) if self.mode == "min" else \
+            current > self.best_k.get(self.kth_path, 0.0)
+        if not (self.top_k == -1 or len(self.best_k) < self.top_k or better):
             return
-        mid = {"per_epoch": per_epoch}
-        if self.top_k != 0 and self.monitor is None:
-            path = self.dir / f"epoch={state.epoch}-step={state.step}.ckpt"
-            self._keep(path, float(state.step), wrapper, optimizer, scheds, state, mid)
-        if self.save_last:
-            self.write(self.dir / "last.ckpt", wrapper, optimizer, scheds, state, mid)
+        k = len(self.best_k) + 1 if self.top_k == -1 else self.top_k
+        delete = None
+        if len(self.best_k) == k and k > 0:
+            delete = self.kth_path
+            self.best_k.pop(delete)
+        if math.isnan(current):
+            current = float("inf") if self.mode == "min" else float("-inf")
+        path = self._free_name(f"epoch={state.epoch}-step={state.step}", delete)
+        self.current_score = current
+        self.best_k[path] = current
+        if len(self.best_k) == k:
+            self.kth_path = (max if self.mode == "min" else min)(self.best_k, key=self.best_k.get)
+            self.kth_value = self.best_k[self.kth_path]
+        self.best_path = (min if self.mode == "min" else max)(self.best_k, key=self.best_k.get)
+        self.best_score = self.best_k[self.best_path]
+        self._save(path, wrapper, optimizer, scheds, state, moment)
+        if delete and self._removable(delete, path):
+            Path(delete).unlink(missing_ok=True)
 
-    def _keep(self, path: Path, score: float, wrapper, optimizer, scheds, state: State,
-              mid: dict | None = None) -> None:
-        """Top-k as ModelCheckpoint keeps it: a new checkpoint must be strictly better than the k-th."""
-        sign = 1.0 if self.mode == "max" or self.monitor is None else -1.0
-        if self.top_k != -1 and len(self.best_k) >= self.top_k:
-            kth = min(self.best_k, key=lambda p: sign * self.best_k[p])
-            if not sign * score > sign * self.best_k[kth]:
-                return
-            del self.best_k[kth]
-            Path(kth).unlink(missing_ok=True)
-        self.best_k[str(path)] = score
-        best = max(self.best_k, key=lambda p: sign * self.best_k[p])
-        self.best_path, self.best_score = Path(best), (self.best_k[best] if self.monitor else None)
-        self.write(path, wrapper, optimizer, scheds, state, mid)
+    def _save_last(self, wrapper, optimizer, scheds, state: State, moment: str) -> None:
+        if not self.save_last:
+            return
+        path = self._free_name("last", self.last_model_path)
+        previous, self.last_model_path = self.last_model_path, path
+        self._save(path, wrapper, optimizer, scheds, state, moment)
+        if previous and self._removable(previous, path):
+            Path(previous).unlink(missing_ok=True)
 
-    def write(self, path: Path, wrapper, optimizer, scheds, state: State, mid: dict | None = None) -> None:
-        """`mid`: set for a checkpoint taken inside an epoch ({'per_epoch': batches per epoch})."""
-        self.last_saved_step = state.step
+    def _free_name(self, stem: str, reusable: str | None) -> str:
+        """`dir/stem.ckpt`, or `stem-v1.ckpt`, ... while the name is taken by a file other than `reusable`."""
+        path, version = str(self.dir / f"{stem}.ckpt"), 1
+        while os.path.exists(path) and path != reusable:
+            path, version = str(self.dir / f"{stem}-v{version}.ckpt"), version + 1
+        return path
+
+    def _removable(self, previous: str, current: str) -> bool:
+        """A superseded file is deleted unless it is the new one, the one resumed from, or elsewhere."""
+        if previous == current:
+            return False
+        if self.resumed_from is not None and Path(previous).absolute() == self.resumed_from:
+            return False
+        return self.dir in Path(previous).absolute().parents
+
+    def _save(self, path: str, wrapper, optimizer, scheds, state: State, moment: str) -> None:
+        self.write(Path(path), wrapper, optimizer, scheds, state, moment)
+        self.last_saved_step, self.saved = state.step, True
+
+    def write(self, path: Path, wrapper, optimizer, scheds, state: State, moment: str) -> None:
+        """A checkpoint as pl.Trainer writes it at `moment`: 'batch' (after a training batch), 'val'
+        (after a validation), 'epoch' (an epoch's end) or 'end' (the end of training)."""
         ckpt = {
             "epoch": state.epoch, "global_step": state.step,
             "pytorch-lightning_version": pl.__version__,
             "state_dict": wrapper.state_dict(),
-            "loops": lightning_loops(state, None if mid is None else mid["per_epoch"]),
+            "loops": lightning_loops(state, self.per_epoch, moment),
             "callbacks": {self.state_key: self.lightning_state(), STATE_KEY: torchx_state()},
             "optimizer_states": [optimizer.state_dict()],
             "lr_schedulers": [s["scheduler"].state_dict() for s in scheds],
@@ -481,61 +636,73 @@ class Checkpoints:
         atomic_save(ckpt, path)
 
     def lightning_state(self) -> dict:
-        return {"monitor": self.monitor, "best_model_score": None if self.best_score is None else
-                torch.tensor(self.best_score), "best_model_path": str(self.best_path or ""),
-                "current_score": None, "dirpath": str(self.dir),
-                "best_k_models": {p: torch.tensor(s) for p, s in self.best_k.items()},
-                "kth_best_model_path": "", "kth_value": torch.tensor(float("inf")),
-                "last_model_path": str(self.dir / "last.ckpt") if self.save_last else ""}
+        def tensor(x: float | None) -> torch.Tensor | None:
+            return None if x is None else torch.tensor(x)
+
+        return {"monitor": self.monitor, "best_model_score": tensor(self.best_score),
+                "best_model_path": self.best_path, "current_score": tensor(self.current_score),
+                "dirpath": str(self.dir), "best_k_models": {p: torch.tensor(s) for p, s in self.best_k.items()},
+                "kth_best_model_path": self.kth_path, "kth_value": torch.tensor(self.kth_value),
+                "last_model_path": self.last_model_path}
 
     def restore(self, callbacks: dict) -> None:
-        """Best-so-far from a checkpoint written by either loop."""
-        for key, value in callbacks.items():
-            if key.startswith("ModelCheckpoint") and value.get("monitor") == self.monitor:
-                self.best_k = {p: float(s) for p, s in (value.get("best_k_models") or {}).items()}
-                if value.get("best_model_path"):
-                    self.best_path = Path(value["best_model_path"])
-                    score = value.get("best_model_score")
-                    self.best_score = None if score is None or self.monitor is None else float(score)
+        """ModelCheckpoint.load_state_dict, from a checkpoint written by either loop."""
+        value = callbacks.get(self.state_key) or callbacks.get("ModelCheckpoint")
+        if not value:
+            return
+        if value.get("dirpath", str(self.dir)) == str(self.dir):  # the same run directory
+            score = value.get("best_model_score")
+            self.best_score = None if score is None else float(score)
+            self.kth_path = value.get("kth_best_model_path", self.kth_path)
+            self.kth_value = float(value.get("kth_value", self.kth_value))
+            self.best_k = {p: float(s) for p, s in (value.get("best_k_models") or {}).items()}
+            self.last_model_path = value.get("last_model_path", self.last_model_path)
+        self.best_path = value.get("best_model_path") or ""
 
 
-def lightning_loops(state: State, per_epoch: int | None = None) -> dict:
-    """pl.Trainer's fit-loop progress, as its own ModelCheckpoint writes it, for a checkpoint taken
-    at the end of epoch `state.epoch` (after validation), or inside it when `per_epoch` is given.
-
-    Lightning restores epoch, global step and the data position from this.
-    """
-    e, s = state.epoch, state.step
-    mid = per_epoch is not None
-    k = state.in_epoch if mid else state.last_epoch_batches  # batches of this epoch done
+def lightning_loops(state: State, per_epoch: int, moment: str = "epoch") -> dict:
+    """pl.Trainer's fit-loop progress as its own ModelCheckpoint writes it at `moment` (see
+    Checkpoints.write) of epoch `state.epoch`. Lightning restores epoch, global step and the data
+    position from this, and decides from it what of the interrupted epoch is left to do."""
+    s = state.step
+    if moment == "end":  # after the last epoch, counted as completed
+        e, k = state.epoch - 1, state.last_epoch_batches
+    else:
+        e, k = state.epoch, state.in_epoch  # k: batches of this epoch done
 
     def prog(total: int, current: int, started: bool = True, lag: int = 0) -> dict:
         keys = ("ready", "completed", "started", "processed") if started else ("ready", "completed")
         return {"total": {key: total - (lag if key == "completed" else 0) for key in keys},
                 "current": {key: current - (lag if key == "completed" else 0) for key in keys}}
 
-    # mid-epoch saves happen before Lightning marks the batch completed, epoch-end ones after validation
-    batch = {**prog(state.batches, k, lag=1 if mid else 0), "is_last_batch": not mid or k == per_epoch}
-    epochs = prog(e + 1, e + 1, lag=1)
-    if mid:
-        for part in ("total", "current"):
-            epochs[part]["processed"] = e
-    optim = {"optimizer": {"step": prog(s, s, started=False), "zero_grad": {
-        "total": {"ready": s, "completed": s, "started": s}, "current": {"ready": s, "completed": s, "started": s}}}}
+    # after a batch the checkpoint comes before Lightning marks the batch completed
+    batch = {**prog(state.batches, k, lag=1 if moment == "batch" else 0), "is_last_batch": k == per_epoch}
+    if moment == "end":
+        epochs = prog(e + 1, e + 1)
+    else:
+        epochs = prog(e + 1, e + 1, lag=1)  # started; completed only once its end hooks are done
+        if moment in ("batch", "val"):  # ...and inside the epoch, not yet processed
+            for part in ("total", "current"):
+                epochs[part]["processed"] = e
+    # Lightning counts a batch's step for its loggers after validation
+    stepped = s - 1 if moment in ("batch", "val") and state.in_step else s
+    n = state.epoch_steps
+    optim = {"optimizer": {"step": prog(s, n, started=False), "zero_grad": {
+        "total": {"ready": s, "completed": s, "started": s}, "current": {"ready": n, "completed": n, "started": n}}}}
     empty = {**prog(0, 0), "is_last_batch": False}
     return {
         "fit_loop": {
             "state_dict": {"combined_loader": [{"epoch": e, "batches": k}]},
-            "epoch_loop.state_dict": {"_batches_that_stepped": s - 1 if mid else s},
+            "epoch_loop.state_dict": {"_batches_that_stepped": stepped},
             "epoch_loop.batch_progress": batch,
-            "epoch_loop.scheduler_progress": prog(state.sched_steps, state.sched_steps, started=False),
+            "epoch_loop.scheduler_progress": prog(state.sched_steps, state.epoch_sched_steps, started=False),
             "epoch_loop.automatic_optimization.state_dict": {},
             "epoch_loop.automatic_optimization.optim_progress": optim,
             "epoch_loop.manual_optimization.state_dict": {},
             "epoch_loop.manual_optimization.optim_step_progress": prog(0, 0, started=False),
             "epoch_loop.val_loop.state_dict": {},
-            "epoch_loop.val_loop.batch_progress": {**prog(state.last_val_batches, state.last_val_batches),
-                                                   "is_last_batch": True},
+            "epoch_loop.val_loop.batch_progress": {**prog(state.val_batches, state.last_val_batches),
+                                                   "is_last_batch": state.last_val_batches > 0},
             "epoch_progress": epochs,
         },
         "validate_loop": {"state_dict": {}, "batch_progress": empty},
@@ -560,8 +727,17 @@ def load_checkpoint(path: Path, wrapper, optimizer, scheds, ckpts: Checkpoints, 
     fit_loop = ckpt.get("loops", {}).get("fit_loop", {})
     epochs = fit_loop.get("epoch_progress", {}).get("current", {})
     batches = fit_loop.get("epoch_loop.batch_progress", {})
+    scheds_done = fit_loop.get("epoch_loop.scheduler_progress", {})
+    val = fit_loop.get("epoch_loop.val_loop.batch_progress", {})
+    optim = fit_loop.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {}).get("step", {})
     # Lightning's own test: an epoch started but not processed is a mid-epoch checkpoint
     mid = epochs.get("started", 0) > epochs.get("processed", 0)
-    in_epoch = batches.get("current", {}).get("processed", 0) if mid else 0
-    return State(epoch=ckpt["epoch"] + (0 if mid else 1), step=ckpt["global_step"], in_epoch=in_epoch,
-                 batches=batches.get("total", {}).get("processed", 0))
+    epoch = epochs["processed"] if "processed" in epochs else ckpt["epoch"] + (0 if mid else 1)
+    return State(epoch=epoch, step=ckpt["global_step"], in_epoch=batches.get("current", {}).get("processed", 0) if mid
+                 else 0, batches=batches.get("total", {}).get("processed", 0),
+                 sched_steps=scheds_done.get("total", {}).get("completed", 0),
+                 epoch_steps=optim.get("current", {}).get("completed", 0) if mid else 0,
+                 epoch_sched_steps=scheds_done.get("current", {}).get("completed", 0) if mid else 0,
+                 val_batches=val.get("total", {}).get("processed", 0) if mid else 0,
+                 last_val_batches=val.get("current", {}).get("processed", 0), restarting=True,
+                 resumed_log_step=fit_loop.get("epoch_loop.state_dict", {}).get("_batches_that_stepped"))
