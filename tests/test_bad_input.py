@@ -106,6 +106,7 @@ def no_cuda(case: Case) -> Any:
 
 
 BASE_YAML = yaml.safe_dump(BASE, sort_keys=False)
+SWEEP = "train_wrapper.args.optim_spec.args.lr_=[0.1,0.01]"  # makes the config a session of two experiments
 A_CKPT = b"not really a checkpoint\n"
 
 CASES: list[Any] = [
@@ -261,9 +262,12 @@ CASES: list[Any] = [
          expect=["_base_ must be a file name or a list of file names, got 3"]),
     Case("interpolation-missing-key", set={"vars": {"a": 1}, "seed": "${vars.nope}"},
          expect=["interpolation failed", "'vars.nope' not found", "seed"]),
-    Case("sweep-config-run-directly", set={"train_wrapper.args.optim_spec.args.lr_": [0.1, 0.01],
+    Case("sweep-key-not-a-list", set={"train_wrapper.args.optim_spec.args.lr_": 0.1,
+                                      "train_wrapper.args.optim_spec.args.lr": DELETE},
+         expect=["sweep key 'train_wrapper.args.optim_spec.args.lr_' must hold a non-empty list of values, got 0.1"]),
+    Case("sweep-one-combination-bad", set={"train_wrapper.args.optim_spec.args.lr_": [0.1, -1.0],
                                            "train_wrapper.args.optim_spec.args.lr": DELETE},
-         expect=["this config is a sweep", "train_wrapper.args.optim_spec.args.lr_"]),
+         expect=["experiment 1 (lr=-1.0)", "-1.0"]),
     # ------------------------------------------------------------ KEY=VALUE overrides
     Case("override-without-equals", args=["trainer_params.max_epochs"],
          expect=["override 'trainer_params.max_epochs' is not KEY=VALUE"]),
@@ -285,8 +289,27 @@ CASES: list[Any] = [
          expect=["override 'seed.x': 'seed' holds 42, not a section with keys"]),
     Case("override-gives-unknown-optimizer", args=["train_wrapper.args.optim_spec.name=Adamm"],
          expect=["unknown optimizer 'Adamm' (did you mean 'Adam'"]),
-    Case("override-makes-a-sweep", args=["train_wrapper.args.optim_spec.args.lr_=[0.1,0.01]"],
-         expect=["this config is a sweep", "lr_"]),
+    Case("override-makes-a-bad-sweep", args=["train_wrapper.args.optim_spec.name_=[Adam,Adamm]"],
+         expect=["experiment 1 (name=Adamm)", "unknown optimizer 'Adamm' (did you mean 'Adam'"]),
+    # ------------------------------------------------------------ sessions: --jobs, --only, --resume
+    Case("session-only-out-of-range", args=[SWEEP, "--only", "5"],
+         expect=["--only '5' is not an experiment of this session; give an index from 0 to 1",
+                 "lr=0.1, lr=0.01"]),
+    Case("session-only-unknown-name", args=[SWEEP, "--only", "lr=0.5"],
+         expect=["--only 'lr=0.5' is not an experiment of this session", "lr=0.1, lr=0.01"]),
+    Case("jobs-zero", args=[SWEEP, "--jobs", "0"], expect=["--jobs '0' must be a positive whole number"]),
+    Case("jobs-not-a-number", args=["--jobs", "two"], expect=["--jobs 'two' must be a positive whole number"]),
+    Case("jobs-on-a-single-run", args=["--jobs", "2"],
+         expect=["--jobs 2 applies to a session, a config with sweep keys", "'cfg.yaml' has none"]),
+    Case("only-on-a-single-run", args=["--only", "0"], expect=["--only 0 applies to a session"]),
+    Case("session-jobs-with-only", args=[SWEEP, "--jobs", "2", "--only", "0"],
+         expect=["--jobs 2 runs several experiments at once and --only 0 runs one"]),
+    Case("session-resume-without-session", args=[SWEEP, "--resume"],
+         expect=["--resume: there is no session '{tmp}/save/cfg' to resume; drop --resume"]),
+    Case("session-resume-from-checkpoint", args=[SWEEP, "--resume", "a.ckpt"], files={"a.ckpt": A_CKPT},
+         expect=["--resume a.ckpt: a session continues with a bare --resume"]),
+    Case("session-over-a-run-directory", args=[SWEEP], save_exists=True, files={"save/cfg/config.yaml": BASE_YAML},
+         expect=["'{tmp}/save/cfg' exists and is not a session", "--name"]),
     # ------------------------------------------------------------ --gpu, --name, --resume
     Case("gpu-not-a-number", args=["--gpu", "abc"], expect=["--gpu 'abc' is not a list of CUDA device ids"]),
     Case("gpu-empty", args=["--gpu="], expect=["--gpu '' is not a list of CUDA device ids"]),

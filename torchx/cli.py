@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from torchx import config as C
+from torchx import session
 from torchx.errors import ConfigError, TorchxError
 from torchx.run import Run, config_diff, inspect_checkpoint, locate, logging_step, saved_config
 
@@ -37,7 +38,12 @@ def parser(prog: str) -> argparse.ArgumentParser:
                    help="load a --resume checkpoint that holds pickled Python objects (runs code from the file)")
     p.add_argument("--save-dir", default="./save", help="where run directories go (default: ./save)")
     p.add_argument("--dry-run", action="store_true",
-                   help="check and build everything, print the resolved config, create nothing")
+                   help="check and build everything, print the resolved config, create nothing "
+                        "(a session: do so for every experiment and list them)")
+    p.add_argument("--jobs", metavar="N",
+                   help="a session (a config with sweep keys): run N experiments at once (default: 1)")
+    p.add_argument("--only", metavar="K",
+                   help="a session: run only experiment K (0-based index or name), e.g. one task of a job array")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     return p
 
@@ -49,6 +55,7 @@ def parse_args(argv: list[str], prog: str) -> argparse.Namespace:
         args.overrides.insert(0, args.resume)
         args.resume = True
     args.gpus = parse_gpus(args.gpu)
+    args.jobs = session.parse_jobs(args.jobs)
     return args
 
 
@@ -133,11 +140,17 @@ def dry_run(args: argparse.Namespace, run: Run, loop: Any) -> None:
 def main(argv: list[str] | None, prog: str, loop: str) -> int:
     """Parse, prepare, then `<loop>.train(args, run)`; bad input becomes one message and exit 2.
 
+    A config with sweep keys (or a session directory) goes to `torchx.session` instead.
+
     `loop` names the module that trains (torchx.fit or torchx.loop); it is imported only
     after the command line and the config have been checked, so mistakes fail fast.
     """
     try:
-        args = parse_args(sys.argv[1:] if argv is None else argv, prog)
+        argv = sys.argv[1:] if argv is None else argv
+        args = parse_args(argv, prog)
+        if session.is_session(args):  # sweep keys: every combination runs as its own child process
+            return session.main(args, prog, loop, argv)
+        session.refuse_session_options(args)
         run = prepare(args)
         module = importlib.import_module(loop)
         if args.dry_run:
@@ -173,6 +186,8 @@ def tool_main(argv: list[str] | None = None) -> int:
     pt.add_argument("runs", nargs="+", metavar="RUN_DIR")
     pt.add_argument("--metrics", help="comma-separated metric names (default: every logged metric)")
     pt.add_argument("-o", "--out", default="plot.png", help="output PNG (default: plot.png)")
+    pt.add_argument("--x", default="auto", choices=("auto", "step", "epoch"),
+                    help="x axis (default auto: epochs when the runs' epochs differ in steps, else steps)")
     args = p.parse_args(argv)
     try:
         if args.command == "list":
@@ -181,7 +196,7 @@ def tool_main(argv: list[str] | None = None) -> int:
             from torchx.plot import plot
 
             wanted = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-            print(f"wrote {plot(args.runs, wanted, args.out)}")
+            print(f"wrote {plot(args.runs, wanted, args.out, args.x)}")
             return 0
         cfg = C.load_config(args.file, args.overrides)
         C.import_modules(cfg)
