@@ -22,7 +22,7 @@ from helpers import (
     write_config,
     write_fake_mnist,
 )
-from torchx.config import load
+from torchx.config import expand, load, sweep_keys
 
 
 @pytest.fixture
@@ -125,8 +125,12 @@ def test_every_shipped_config_runs_a_few_batches(config, tmp_path, monkeypatch):
             argv.append("+data_module.args.val_split=32")
     if cfg.get("trainer_params", {}).get("strategy") == "ddp":
         argv.append("trainer_params.strategy=auto")  # DDP itself is covered by the two-process test
+    run_dir = tmp_path / "save" / config.stem
+    if sweep_keys(cfg):  # a session: its first experiment, in its own process (tests/test_session.py has the rest)
+        argv += ["--only", "0"]
+        run_dir = run_dir / expand(cfg)[0][0]
     assert run_train_pl(argv) == 0
-    assert (tmp_path / "save" / config.stem / "ckpt" / "last.ckpt").is_file()
+    assert (run_dir / "ckpt" / "last.ckpt").is_file()
 
 
 @pytest.mark.slow
