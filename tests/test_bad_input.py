@@ -370,6 +370,31 @@ CASES: list[Any] = [
                args=["--resume", "bad.ckpt"], expect=["bad.ckpt"]),
     Case("checkpoint-monitor-typo", dry=False, set={"checkpoint.monitor": "val/accc"},
                expect=["val/accc", "val/acc"]),
+    # ------------------------------------------------------------ training counted in steps
+    Case("val-check-interval-zero", set={"trainer_params.val_check_interval": 0},
+         expect=["trainer_params.val_check_interval must be an int >= 1 (validate every N training batches) "
+                 "or a float in (0.0, 1.0] (a fraction of an epoch), got 0"]),
+    Case("val-check-interval-fraction-above-one", set={"trainer_params.val_check_interval": 1.5},
+         expect=["trainer_params.val_check_interval must be", "got 1.5"]),
+    Case("val-check-interval-whole-float", set={"trainer_params.val_check_interval": 4.0},
+         expect=["got 4.0; write 4 to validate every 4 batches"]),
+    Case("val-check-interval-time-string", set={"trainer_params.val_check_interval": "00:00:05:00"},
+         expect=["got '00:00:05:00'", "time-based intervals are not supported"]),
+    Case("val-check-interval-bool", set={"trainer_params.val_check_interval": True},
+         expect=["trainer_params.val_check_interval must be", "got True"]),
+    Case("check-val-every-n-epoch-zero", set={"trainer_params.check_val_every_n_epoch": 0},
+         expect=["trainer_params.check_val_every_n_epoch must be a positive number of epochs, or null", "got 0"]),
+    Case("check-val-every-n-epoch-null-with-a-fraction",
+         set={"trainer_params.check_val_every_n_epoch": None, "trainer_params.val_check_interval": 0.5},
+         expect=["check_val_every_n_epoch=null counts val_check_interval in training batches across epochs",
+                 "must be an int >= 1; got 0.5"]),
+    Case("log-every-n-steps-zero", set={"trainer_params.log_every_n_steps": 0},
+         expect=["trainer_params.log_every_n_steps must be a positive number of steps, got 0"]),
+    Case("max-steps-below-minus-one", set={"trainer_params.max_steps": -5},
+         expect=["trainer_params.max_steps must be a number of optimizer steps (>= 0), or -1 for no limit, got -5"]),
+    Case("val-check-interval-longer-than-an-epoch", dry=False, set={"trainer_params.val_check_interval": 3},
+         expect=["trainer_params.val_check_interval=3 is more than the 2 training batches of an epoch",
+                 "check_val_every_n_epoch=null"]),
 ]
 
 # The cases also run as real processes of train_pl.py.
