@@ -261,6 +261,25 @@ def test_only_runs_exactly_one_and_array_tasks_share_the_session(tmp_path, monke
     assert "--only '2' is not an experiment of this session; give an index from 0 to 1" in capsys.readouterr().err
 
 
+def test_two_array_tasks_started_together_share_one_session(tmp_path):
+    """Two `--only` processes racing to create the session: one creates it, the other joins."""
+    cfg = sweep(tiny_config(max_epochs=1), LR, "lr", [0.1, 0.01])
+    config = write_config(tmp_path / "sweep.yaml", cfg)
+    errs = [tmp_path / f"task{k}.err" for k in (0, 1)]
+    tasks = []
+    for k, err in enumerate(errs):
+        with open(err, "w") as stderr:
+            tasks.append(subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--config", str(config),
+                                           "--only", str(k)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr))
+    for task, err in zip(tasks, errs):
+        assert task.wait(timeout=180) == 0, err.read_text()
+    folder = tmp_path / "save" / "sweep"
+    assert [(e["state"], e["attempts"]) for e in state(folder)["experiments"]] == [("done", 1), ("done", 1)]
+    assert sorted(os.listdir(tmp_path / "save")) == ["sweep"]  # no temporary folder left behind
+    for name in ("lr=0.1", "lr=0.01"):
+        assert_run_dir(folder / name, epochs=1)
+
+
 def test_gpu_groups_split_the_devices_among_jobs():
     assert session.gpu_groups([0, 1, 2, 3], 4, "train_pl.py") == [[0], [1], [2], [3]]
     assert session.gpu_groups([0, 1, 2, 3], 2, "train_pl.py") == [[0, 1], [2, 3]]
