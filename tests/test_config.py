@@ -809,3 +809,13 @@ def test_merge_delete_replaces_instead_of_merging(tmp_path):
     path = write(tmp_path, "child.yaml",
                  "_base_: base.yaml\nspec: {_delete_: true, name: conv, args: {width: 4}}\n")
     assert load(path) == {"spec": {"name": "conv", "args": {"width": 4}}, "keep": 1}
+
+
+def test_saved_config_reads_back_the_same_values(tmp_path):
+    """A run's config.yaml is what --resume reads: strings that look like YAML 1.2 numbers or
+    booleans must stay strings, floats stay floats."""
+    from torchx.run import _write_yaml, saved_config
+
+    cfg = {"a": "1e-3", "b": 0.001, "c": "true", "d": "null", "e": "0x10", "f": [1, "2"], "g": None}
+    _write_yaml(tmp_path / "config.yaml", cfg)
+    assert saved_config(tmp_path) == cfg

@@ -20,8 +20,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from torchx.errors import ConfigError
 
 SNAPSHOT_MAX_BYTES = 1_000_000  # files larger than this are not copied into src/
@@ -188,7 +186,9 @@ def claim(run: Run) -> None:
 
 
 def _write_yaml(path: Path, data: Any) -> None:
-    path.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+    from torchx.config import dump_yaml  # quotes what YAML 1.2 would read back as another type
+
+    path.write_text(dump_yaml(data))
 
 
 def project_root() -> Path:
