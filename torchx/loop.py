@@ -167,7 +167,8 @@ def train(args: argparse.Namespace, run: Run) -> int:
     build.check_monitors(cfg, wrapper)
     data.prepare_data()
     data.setup("fit")
-    check_val_interval(cfg.get("trainer_params") or {}, settings.batches("train", len(data.train_dataloader())))
+    if isinstance(settings.val_interval, int):  # pl.Trainer refuses one longer than an epoch
+        check_val_interval(cfg.get("trainer_params") or {}, settings.batches("train", len(data.train_dataloader())))
     ckpts = Checkpoints(run.ckpt_dir, cfg.get("checkpoint") or {}, enabled=settings.checkpointing)
     wrapper.to(device)
     optimizer, scheds = wrapper.build_optimizers()
