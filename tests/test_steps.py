@@ -172,11 +172,10 @@ def test_resume_mid_run_ends_where_an_uninterrupted_run_ends(first, second, kind
     assert full_weights.keys() == cut_weights.keys()
     for k in full_weights:
         assert torch.equal(full_weights[k], cut_weights[k]), k
-    # what the resumed run logged equals the uninterrupted run's rows, from the checkpoint's step on
-    full_rows = {r["step"]: r for r in rows(full)}
-    resumed = [r for r in rows(cut) if int(r["step"]) >= last["global_step"]]
-    assert [r["step"] for r in resumed] == [s for s in full_rows if int(s) >= last["global_step"]]
-    assert all(r == full_rows[r["step"]] for r in resumed)
+    # the resumed run's metrics.csv is the uninterrupted run's: what the cut run logged after its
+    # checkpoint is dropped, and nothing logged before the checkpoint (the validation it follows,
+    # the step's train/loss_step) is lost
+    assert rows(cut) == rows(full)
 
 
 def test_a_plateau_scheduler_resumes_as_lightning_resumes_it(tmp_path, monkeypatch):

@@ -133,10 +133,20 @@ def check_fits(ckpt: dict, model_state: dict, path: Path) -> None:
 
 
 def logging_step(ckpt: dict) -> int:
-    """The step loggers had reached when `ckpt` was taken (batches that stepped; under manual
-    optimization global_step counts every optimizer's steps instead)."""
+    """The first logging step a resume from `ckpt` writes again: what was logged from it on by
+    the run that wrote `ckpt` is dropped (TensorBoard's purge_step, metrics.csv's drop_from).
+
+    That is the count of batches that stepped (under manual optimization global_step counts
+    every optimizer's steps instead). A checkpoint taken after a training batch (a step
+    checkpoint, or one after a validation inside the epoch) is written before Lightning counts
+    that batch: its count is one short of global_step, and what was logged at that step (the
+    validation, the step's train loss) belongs to the checkpoint, so the next step is the first
+    to drop."""
     loop = (ckpt.get("loops") or {}).get("fit_loop") or {}
-    return int(loop.get("epoch_loop.state_dict", {}).get("_batches_that_stepped", ckpt["global_step"]))
+    stepped = loop.get("epoch_loop.state_dict", {}).get("_batches_that_stepped")
+    if stepped is None:
+        return int(ckpt["global_step"])
+    return int(stepped) + 1 if int(stepped) + 1 == ckpt["global_step"] else int(stepped)
 
 
 def saved_config(run_dir: Path) -> dict | None:
