@@ -65,7 +65,7 @@ def prepare(source: Path | None, dest: Path) -> str:
             path = find_file(source, stem)
             data = path.read_bytes()
             (raw / stem).write_bytes(gzip.decompress(data) if path.suffix == ".gz" else data)
-        return f"real MNIST from {source}"
+        return f"real MNIST from {os.path.relpath(source, ROOT)}"
     g = torch.Generator().manual_seed(0)
     for split, n in (("train", 60000), ("t10k", 10000)):
         (raw / f"{split}-images-idx3-ubyte").write_bytes(

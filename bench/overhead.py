@@ -1,7 +1,7 @@
 """Per-step training overhead of torchx's two loops, against a hand-written PyTorch loop and
 against pl.Trainer, bare and with Lightning's own defaults.
 
-    python bench/overhead.py [--quick] [--model tiny_cnn|cnn|both] [--threads 1] [--rounds 5]
+    python bench/overhead.py [--quick] [--model tiny_cnn|cnn|linear|all] [--threads 1] [--rounds 5]
 
 Every figure is measured side by side in this one process: each round runs every variant once
 (the order rotated from round to round), a warm-up round comes first and is dropped, a
@@ -24,6 +24,11 @@ its cost is bench/checkpoint.py's question):
   train_pl.py +bar    the same with the progress bar on: torchx's default config
 Both Lightning variants read the same in-memory loader as torchx (the data path is
 bench/data.py's question).
+
+Models: tiny_cnn (~7.5k parameters, batch 64: where overhead shows in a real step), cnn (the
+classic MNIST example net), and linear (one 784x10 layer, batch 8: a step of almost no compute,
+so a variant's extra microseconds per step over raw are the framework's own per-step cost;
+its ratios are not targets, its microseconds explain the other models' ratios).
 
 Timed region: every variant marks a clock (time.perf_counter and time.process_time) at the start
 of each epoch and at the end of training; an epoch's interval runs to the next epoch's start,
@@ -64,9 +69,12 @@ from torchx import cli, models  # noqa: E402
 from torchx.checkpoint import TorchxState  # noqa: E402
 from torchx.datasets.synthetic import Synthetic  # noqa: E402
 
-LOSSES = {"tiny_cnn": "ce", "cnn": "nll"}  # cnn returns log-probabilities
-# (training samples, epochs) per timed run, full and --quick; batch 64
-SIZES = {"tiny_cnn": ((4096, 6), (1024, 2)), "cnn": ((2048, 3), (1024, 1))}
+LOSSES = {"tiny_cnn": "ce", "cnn": "nll", "linear": "ce"}  # cnn returns log-probabilities
+# (training samples, epochs, batch) per timed run, full and --quick
+SIZES = {"tiny_cnn": ((4096, 6, 64), (1024, 2, 64)), "cnn": ((2048, 3, 64), (1024, 1, 64)),
+         "linear": ((2048, 3, 8), (1024, 2, 8))}
+MODELS = {"tiny_cnn": {"name": "tiny_cnn"}, "cnn": {"name": "cnn"},
+          "linear": {"name": "mlp", "args": {"in_dim": 784, "hidden": [], "out_dim": 10}}}
 
 
 @dataclass
@@ -85,7 +93,7 @@ class Spec:
             "data_module": {"name": "synthetic", "args": {"n_train": self.n_train, "n_test": 64, "val_split": 0,
                                                           "batch_size": self.batch}},
             "train_wrapper": {"name": "base", "args": {
-                "model_spec": {"name": self.model}, "loss_spec": {"name": self.loss},
+                "model_spec": MODELS[self.model], "loss_spec": {"name": self.loss},
                 "optim_spec": {"name": "SGD", "args": {"lr": self.lr}}}},
             "trainer_params": {"max_epochs": self.epochs, "limit_val_batches": 0,
                                "enable_progress_bar": progress_bar, "enable_checkpointing": False},
@@ -119,7 +127,7 @@ def loader_data(spec: Spec) -> Synthetic:
 
 def make_model(spec: Spec) -> nn.Module:
     torch.manual_seed(spec.seed)
-    return models.make({"name": spec.model})
+    return models.make(MODELS[spec.model])
 
 
 def torch_loss(spec: Spec) -> nn.Module:
@@ -315,6 +323,13 @@ def report(spec: Spec, wall: dict[str, list[float]], cpu: dict[str, list[float]]
               f"{f'{med:.3f} ({lo:.3f}..{hi:.3f})':>24} {ratio(cpu, name, 'raw'):>15.3f}")
     print("ratio = median s/step over raw's (wall clock); per round pairs the two runs of one round (the spread is\n"
           "the noise); CPU-time ratio = the same from process CPU time, which leaves out waiting for a core.")
+    if spec.model == "linear":  # almost no compute: the differences are per-step framework costs
+        base = statistics.median(wall["raw"])
+        for a, b in (("train.py", "raw"), ("lightning-plain", "raw"), ("train_pl.py", "lightning-plain"),
+                     ("train_pl.py +bar", "lightning-defaults")):
+            extra = (statistics.median(wall[a]) - statistics.median(wall[b])) * 1e6
+            print(f"per-step cost of {a} over {b}: {extra:+.0f} us (raw's whole step: {base * 1e6:.0f} us)")
+        return True
     ok = True
     for a, b, limit in TARGETS:
         ok &= target(wall, a, b, limit, note=f"  CPU time {ratio(cpu, a, b):.3f}" +
@@ -325,11 +340,11 @@ def report(spec: Spec, wall: dict[str, list[float]], cpu: dict[str, list[float]]
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny_cnn only, 1024 samples, 2 epochs, 3 rounds")
-    p.add_argument("--model", choices=("tiny_cnn", "cnn", "both"), help="default: both (--quick: tiny_cnn)")
+    p.add_argument("--model", choices=("tiny_cnn", "cnn", "linear", "all"), help="default: all (--quick: tiny_cnn)")
     p.add_argument("--rounds", type=int, help="timed rounds (default 5, --quick 3); at least 3")
     p.add_argument("--epochs", type=int, help="epochs per timed run (default: tiny_cnn 6, cnn 3)")
     p.add_argument("--n-train", type=int, help="training samples (default: tiny_cnn 4096, cnn 2048)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, help="default: 64 (linear: 8)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every variant (default 1)")
     args = p.parse_args()
     rounds = args.rounds or (3 if args.quick else 5)
@@ -341,12 +356,12 @@ def main() -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     print(f"torchx overhead benchmark{' --quick' if args.quick else ''}: torch {torch.__version__}, "
           f"pytorch_lightning {pl.__version__}, {os.cpu_count()} CPU cores, torch.set_num_threads({args.threads})")
-    model = args.model or ("tiny_cnn" if args.quick else "both")
+    model = args.model or ("tiny_cnn" if args.quick else "all")
     ok = True
-    for m in ("tiny_cnn", "cnn") if model == "both" else (model,):
-        n_train, epochs = SIZES[m][args.quick]
+    for m in ("tiny_cnn", "cnn", "linear") if model == "all" else (model,):
+        n_train, epochs, batch = SIZES[m][args.quick]
         spec = Spec(model=m, loss=LOSSES[m], epochs=args.epochs or epochs, n_train=args.n_train or n_train,
-                    batch=args.batch_size, lr=0.01, seed=0)
+                    batch=args.batch_size or batch, lr=0.01, seed=0)
         t0 = time.perf_counter()
         wall, cpu = measure(spec, rounds)
         ok &= report(spec, wall, cpu, rounds, args.threads)

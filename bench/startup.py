@@ -170,7 +170,7 @@ def main() -> int:
     imports = interleave({m: (lambda m=m: import_seconds(m)) for m in modules}, rounds,
                          warmup=not args.quick, label="imports: ")
     print(f"\n`import X` in a fresh interpreter, timed inside it; {rounds} rounds, interleaved")
-    table(imports, "pytorch_lightning", "s", digits=2)
+    table(imports, "pytorch_lightning", "s", digits=3)
     ok &= target(imports, "torchx", "pytorch_lightning", 1.05)
     ok &= target(imports, "torchx.fit", "pytorch_lightning", 1.05,
                  note="  (what train_pl.py imports: Lightning and all of torchx)")
