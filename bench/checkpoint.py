@@ -38,7 +38,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import ROOT, first_step_seconds, interleave, quiet, scratch, table, target  # noqa: E402
+from harness import (  # noqa: E402
+    ROOT,
+    allocator_note,
+    first_step_seconds,
+    interleave,
+    quiet,
+    scratch,
+    steady_allocator,
+    table,
+    target,
+)
+
+steady_allocator()  # before anything is imported or allocated
 
 sys.path.insert(0, str(ROOT))
 
@@ -160,7 +172,7 @@ def main() -> int:
     torch.set_num_threads(1)
     n_train = 8192 if args.quick else 55000
     print(f"torchx checkpoint benchmark{' --quick' if args.quick else ''}: torch {torch.__version__}, "
-          f"{os.cpu_count()} CPU cores, torch.set_num_threads(1)")
+          f"{os.cpu_count()} CPU cores, torch.set_num_threads(1), {allocator_note()}")
     ok = True
     with scratch() as work:
         epochs = 1 if args.quick else 2

@@ -34,7 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import ROOT, interleave, scratch, shared_mnist, table, target  # noqa: E402
+from harness import ROOT, allocator_note, interleave, scratch, shared_mnist, steady_allocator, table, target  # noqa: E402
+
+steady_allocator()  # before anything is imported or allocated
 
 sys.path.insert(0, str(ROOT))
 
@@ -109,7 +111,7 @@ def main() -> int:
     batches = QUICK_BATCHES if args.quick else None
     torch.set_num_threads(1)  # a loader's worker processes get one thread each too
     print(f"torchx data benchmark{' --quick' if args.quick else ''}: torch {torch.__version__}, torchvision "
-          f"{torchvision.__version__}, {os.cpu_count()} CPU cores, torch.set_num_threads(1)")
+          f"{torchvision.__version__}, {os.cpu_count()} CPU cores, torch.set_num_threads(1), {allocator_note()}")
     with scratch() as work:
         source = prepare(args.data or shared_mnist() or ROOT / "load" / "mnist", work)
         start = time.perf_counter()

@@ -22,6 +22,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISY = 0.10  # per-round ratios further apart than this: the verdict is within this run's noise
+# glibc serves large blocks (a batch, an activation) with mmap below a threshold that it moves
+# by itself as blocks are freed, so one variant's allocation history can make the next one's
+# steps 10-20% slower or faster. Fixed thresholds make every variant allocate the same way.
+ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
+
+
+def steady_allocator() -> None:
+    """Run this script again with ALLOCATOR in the environment (Linux; once). Set
+    TORCHX_BENCH_NATIVE_ALLOCATOR=1 to measure with glibc's own moving thresholds."""
+    if sys.platform != "linux" or os.environ.get("TORCHX_BENCH_NATIVE_ALLOCATOR") or \
+            all(os.environ.get(k) == v for k, v in ALLOCATOR.items()):
+        return
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **ALLOCATOR})
+
+
+def allocator_note() -> str:
+    fixed = all(os.environ.get(k) == v for k, v in ALLOCATOR.items())
+    return "glibc malloc thresholds fixed (harness.ALLOCATOR)" if fixed else "glibc malloc thresholds: native"
 
 
 def interleave(variants: dict[str, Callable[[], float]], rounds: int, warmup: bool = True,

@@ -55,7 +55,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import ROOT, interleave, paired, quiet, ratio, scratch, target  # noqa: E402
+from harness import ROOT, allocator_note, interleave, paired, quiet, ratio, scratch, steady_allocator, target  # noqa: E402
+
+steady_allocator()  # before anything is imported or allocated
 
 sys.path.insert(0, str(ROOT))
 
@@ -355,7 +357,8 @@ def main() -> int:
     for name in ("pytorch_lightning", "lightning_fabric"):  # their notices go to handlers quiet() cannot reach
         logging.getLogger(name).setLevel(logging.ERROR)
     print(f"torchx overhead benchmark{' --quick' if args.quick else ''}: torch {torch.__version__}, "
-          f"pytorch_lightning {pl.__version__}, {os.cpu_count()} CPU cores, torch.set_num_threads({args.threads})")
+          f"pytorch_lightning {pl.__version__}, {os.cpu_count()} CPU cores, torch.set_num_threads({args.threads}), "
+          f"{allocator_note()}")
     model = args.model or ("tiny_cnn" if args.quick else "all")
     ok = True
     for m in ("tiny_cnn", "cnn", "linear") if model == "all" else (model,):

@@ -40,7 +40,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import ROOT, first_step_seconds, interleave, scratch, table, target  # noqa: E402
+from harness import ROOT, allocator_note, first_step_seconds, interleave, scratch, steady_allocator, table, target  # noqa: E402
+
+steady_allocator()  # before anything is imported or allocated
 
 N_TRAIN, BATCH = 8192, 64
 
@@ -137,7 +139,7 @@ def main() -> int:
     if rounds < 3:
         p.error("--rounds must be at least 3")
     print(f"torchx startup benchmark{' --quick' if args.quick else ''}: torch {version('torch')}, "
-          f"pytorch_lightning {version('pytorch_lightning')}, {os.cpu_count()} CPU cores")
+          f"pytorch_lightning {version('pytorch_lightning')}, {os.cpu_count()} CPU cores, {allocator_note()}")
     ok = True
     with scratch() as work:
         (work / "raw.py").write_text(RAW)
