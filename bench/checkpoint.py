@@ -43,6 +43,8 @@ from harness import (  # noqa: E402
     allocator_note,
     first_step_seconds,
     interleave,
+    mark_epochs,
+    patched,
     quiet,
     scratch,
     steady_allocator,
@@ -59,7 +61,6 @@ from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
 
 import torchx.loop  # noqa: E402
 from torchx import cli  # noqa: E402
-from torchx.checkpoint import TorchxState  # noqa: E402
 
 LIMIT = 0.01
 
@@ -96,20 +97,6 @@ class Watch:
         return self.ckpt / epochs, epochs / (len(self.marks) - 1)
 
 
-@contextlib.contextmanager
-def patched(obj, name: str, value):
-    had = name in vars(obj)
-    old = vars(obj).get(name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        if had:
-            setattr(obj, name, old)
-        else:
-            delattr(obj, name)
-
-
 def timing(fn, watch_of):
     """`fn` with its seconds added to the current Watch."""
     @functools.wraps(fn)
@@ -126,30 +113,11 @@ def epoch_share(prog: str, cfg_file: Path, save: Path, name: str) -> tuple[float
     """Train `prog` on cfg_file in this process; (share, mean epoch s, bytes of last.ckpt)."""
     watch = Watch()
     current = lambda: watch  # noqa: E731
+    checkpointer = ModelCheckpoint if prog == "train_pl.py" else torchx.loop.Checkpoints  # train.py's copy of it
     with contextlib.ExitStack() as stack:
-        if prog == "train_pl.py":
-            stack.enter_context(patched(TorchxState, "on_train_epoch_start", watch.mark))
-            stack.enter_context(patched(TorchxState, "on_train_end", watch.mark))
-            for hook in ("on_validation_end", "on_train_epoch_end"):
-                stack.enter_context(patched(ModelCheckpoint, hook, timing(getattr(ModelCheckpoint, hook), current)))
-            loop = "torchx.fit"
-        else:
-            train_epoch, fit = torchx.loop.train_epoch, torchx.loop.fit
-
-            def marked_epoch(*args, **kwargs):
-                watch.mark()
-                return train_epoch(*args, **kwargs)
-
-            def marked_fit(*args, **kwargs):
-                fit(*args, **kwargs)
-                watch.mark()
-
-            stack.enter_context(patched(torchx.loop, "train_epoch", marked_epoch))
-            stack.enter_context(patched(torchx.loop, "fit", marked_fit))
-            for hook in ("on_validation_end", "on_train_epoch_end"):  # the plain loop's ModelCheckpoint
-                stack.enter_context(patched(torchx.loop.Checkpoints, hook,
-                                            timing(getattr(torchx.loop.Checkpoints, hook), current)))
-            loop = "torchx.loop"
+        loop = mark_epochs(stack, prog, watch.mark)
+        for hook in ("on_validation_end", "on_train_epoch_end"):
+            stack.enter_context(patched(checkpointer, hook, timing(getattr(checkpointer, hook), current)))
         with quiet():
             code = cli.main(["--config", str(cfg_file), "--save-dir", str(save), "--name", name], prog, loop)
     if code != 0:

@@ -93,6 +93,47 @@ def table(values: dict[str, list[float]], reference: str, unit: str, scale: floa
               f"{f'{med:.3f} ({lo:.3f}..{hi:.3f})':>24}")
 
 
+@contextlib.contextmanager
+def patched(obj, name: str, value):
+    """`obj.name = value` for the duration (removed again if obj had no own attribute of that name)."""
+    had, old = name in vars(obj), vars(obj).get(name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        if had:
+            setattr(obj, name, old)
+        else:
+            delattr(obj, name)
+
+
+def mark_epochs(stack: contextlib.ExitStack, prog: str, mark: Callable[..., None]) -> str:
+    """Have `mark()` called at every epoch start and at the end of training of `prog` run in this
+    process by torchx.cli.main (train_pl.py: hooks added to its TorchxState callback; train.py:
+    around torchx.loop.train_epoch, which fit looks up each epoch, and fit); the patches last as
+    long as `stack`. Returns the loop module cli.main takes for `prog`."""
+    import torchx.loop
+    from torchx.checkpoint import TorchxState
+
+    if prog == "train_pl.py":
+        for hook in ("on_train_epoch_start", "on_train_end"):
+            stack.enter_context(patched(TorchxState, hook, mark))
+        return "torchx.fit"
+    train_epoch, fit = torchx.loop.train_epoch, torchx.loop.fit
+
+    def marked_epoch(*args, **kwargs):
+        mark()
+        return train_epoch(*args, **kwargs)
+
+    def marked_fit(*args, **kwargs):
+        fit(*args, **kwargs)
+        mark()
+
+    stack.enter_context(patched(torchx.loop, "train_epoch", marked_epoch))
+    stack.enter_context(patched(torchx.loop, "fit", marked_fit))
+    return "torchx.loop"
+
+
 def progress(text: str) -> None:
     print(f"  {text}", file=sys.stderr, flush=True)
 

@@ -55,7 +55,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import ROOT, allocator_note, interleave, paired, quiet, ratio, scratch, steady_allocator, target  # noqa: E402
+from harness import (  # noqa: E402
+    ROOT,
+    allocator_note,
+    interleave,
+    mark_epochs,
+    paired,
+    quiet,
+    ratio,
+    scratch,
+    steady_allocator,
+    target,
+)
 
 steady_allocator()  # before anything is imported or allocated
 
@@ -66,9 +77,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from torch import nn  # noqa: E402
 
-import torchx.loop  # noqa: E402
 from torchx import cli, models  # noqa: E402
-from torchx.checkpoint import TorchxState  # noqa: E402
 from torchx.datasets.synthetic import Synthetic  # noqa: E402
 
 LOSSES = {"tiny_cnn": "ce", "cnn": "nll", "linear": "ce"}  # cnn returns log-probabilities
@@ -172,24 +181,7 @@ def run_torchx(spec: Spec, prog: str, progress_bar: bool) -> tuple[Clock, int]:
     with scratch() as work, contextlib.ExitStack() as stack:
         cfg_file = work / "bench.yaml"
         cfg_file.write_text(yaml.safe_dump(spec.config(progress_bar)))
-        if prog == "train_pl.py":
-            for hook in ("on_train_epoch_start", "on_train_end"):
-                stack.enter_context(patched(TorchxState, hook, clock.mark))
-            loop = "torchx.fit"
-        else:
-            train_epoch, fit = torchx.loop.train_epoch, torchx.loop.fit
-
-            def marked_epoch(*args, **kwargs):
-                clock.mark()
-                return train_epoch(*args, **kwargs)
-
-            def marked_fit(*args, **kwargs):
-                fit(*args, **kwargs)
-                clock.mark()
-
-            stack.enter_context(patched(torchx.loop, "train_epoch", marked_epoch))
-            stack.enter_context(patched(torchx.loop, "fit", marked_fit))
-            loop = "torchx.loop"
+        loop = mark_epochs(stack, prog, clock.mark)
         gc.collect()
         with quiet():
             code = cli.main(["--config", str(cfg_file), "--save-dir", str(work), "--name", "run"], prog, loop)
@@ -197,19 +189,6 @@ def run_torchx(spec: Spec, prog: str, progress_bar: bool) -> tuple[Clock, int]:
             raise RuntimeError(f"{prog} exited {code}")
         steps = json.loads((work / "run" / "results.json").read_text())["global_step"]
     return clock, steps
-
-
-@contextlib.contextmanager
-def patched(obj, name: str, value):
-    had, old = name in vars(obj), vars(obj).get(name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        if had:
-            setattr(obj, name, old)
-        else:
-            delattr(obj, name)
 
 
 class EpochTimer(pl.Callback):
