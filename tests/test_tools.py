@@ -63,3 +63,22 @@ def test_user_module_is_imported_trained_and_snapshotted(tmp_path, monkeypatch):
 def test_tool_rejects_unknown_commands(args):
     proc = subprocess.run([sys.executable, "-m", "torchx", *args], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["--config", "c.yaml", "a.b=1", "--name", "n", "c=[1,2]"],
+    ["a.b=1", "--config", "c.yaml", "c=[1,2]", "--name", "n"],
+    ["--config", "c.yaml", "--name", "n", "a.b=1", "c=[1,2]"],
+])
+def test_overrides_may_sit_before_between_or_after_options(argv):
+    from torchx.cli import parse_args
+
+    args = parse_args(argv, "train_pl.py")
+    assert (args.config, args.name, args.overrides) == ("c.yaml", "n", ["a.b=1", "c=[1,2]"])
+
+
+def test_a_bare_resume_followed_by_an_override_keeps_the_override():
+    from torchx.cli import parse_args
+
+    args = parse_args(["--name", "n", "--resume", "trainer_params.max_epochs=20", "--jobs", "2", "x=1"], "train.py")
+    assert (args.resume, args.overrides, args.jobs) == (True, ["trainer_params.max_epochs=20", "x=1"], 2)

@@ -49,7 +49,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str], prog: str) -> argparse.Namespace:
-    args = parser(prog).parse_args(argv)
+    args = parser(prog).parse_intermixed_args(argv)  # overrides may come before or after options
     # `--resume a.b=1` means a bare --resume followed by an override, not a checkpoint named a.b=1
     if isinstance(args.resume, str) and "=" in args.resume and not Path(args.resume).exists():
         args.overrides.insert(0, args.resume)
