@@ -15,10 +15,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from torchx.errors import ConfigError
 
@@ -130,6 +132,28 @@ def check_fits(ckpt: dict, model_state: dict, path: Path) -> None:
                                               for k in shapes]) if shapes else ""]
         raise ConfigError(f"--resume: '{path}' is from another model than this config builds; "
                           + "; ".join(p for p in parts if p))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """`write(f)` into a temporary file beside `path`, flushed and fsynced, then renamed over
+    `path` and the folder fsynced: a crash or kill -9 at any moment leaves the old file or the
+    new one, whole, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the rename itself survives a power cut
+    finally:
+        os.close(fd)
 
 
 def logging_step(ckpt: dict) -> int:

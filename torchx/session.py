@@ -44,7 +44,7 @@ from typing import IO, Any
 
 from torchx import config as C
 from torchx.errors import ConfigError
-from torchx.run import config_diff, project_root
+from torchx.run import atomic_write, config_diff, project_root
 
 SESSION_FILE = "session.yaml"
 LOCK_FILE = ".session.lock"
@@ -198,13 +198,8 @@ def read_document(folder: Path) -> dict:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write a temporary file beside `path`, then rename it over: readers see the old or the new."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Readers (other array tasks, a user's `cat`) see the old file or the new one, never half."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 _thread_lock = threading.Lock()
