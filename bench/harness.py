@@ -84,13 +84,16 @@ def target(values: dict[str, list[float]], a: str, b: str, limit: float | None, 
 
 
 def table(values: dict[str, list[float]], reference: str, unit: str, scale: float = 1.0,
-          digits: int = 4) -> None:
-    """One row per variant: its median, its ratio to `reference` and the per-round ratios."""
-    print(f"\n{'variant':<24} {'median ' + unit:>16} {'ratio to ' + reference:>22} {'per round (min..max)':>24}")
+          digits: int = 4, extra: tuple[str, dict[str, float]] | None = None) -> None:
+    """One row per variant: its median, its ratio to `reference` and the per-round ratios, and
+    `extra` (a heading, and a value per variant) as a last column."""
+    head = f"{extra[0]:>16}" if extra else ""
+    print(f"\n{'variant':<24} {'median ' + unit:>16} {'ratio to ' + reference:>22} {'per round (min..max)':>24} {head}")
     for name, vs in values.items():
         med, lo, hi = paired(values, name, reference)
+        last = f"{extra[1][name]:>16.3f}" if extra else ""
         print(f"{name:<24} {statistics.median(vs) * scale:>16.{digits}f} {ratio(values, name, reference):>22.3f} "
-              f"{f'{med:.3f} ({lo:.3f}..{hi:.3f})':>24}")
+              f"{f'{med:.3f} ({lo:.3f}..{hi:.3f})':>24} {last}")
 
 
 @contextlib.contextmanager

@@ -60,11 +60,11 @@ from harness import (  # noqa: E402
     allocator_note,
     interleave,
     mark_epochs,
-    paired,
     quiet,
     ratio,
     scratch,
     steady_allocator,
+    table,
     target,
 )
 
@@ -296,12 +296,7 @@ def report(spec: Spec, wall: dict[str, list[float]], cpu: dict[str, list[float]]
           f"1x28x28, {spec.n_train} training samples, batch {spec.batch}, no validation, no checkpoints")
     print(f"torch.set_num_threads({threads}); {spec.epochs} epochs = {spec.steps} steps per timed run; {rounds} rounds "
           f"after 1 dropped warm-up round, interleaved, order rotated each round")
-    print(f"\n{'variant':<20} {'median s/step':>14} {'ratio to raw':>13} {'per round (min..max)':>24} "
-          f"{'CPU-time ratio':>15}")
-    for name, times in wall.items():
-        med, lo, hi = paired(wall, name, "raw")
-        print(f"{name:<20} {statistics.median(times):>14.5f} {ratio(wall, name, 'raw'):>13.3f} "
-              f"{f'{med:.3f} ({lo:.3f}..{hi:.3f})':>24} {ratio(cpu, name, 'raw'):>15.3f}")
+    table(wall, "raw", "s/step", digits=5, extra=("CPU-time ratio", {n: ratio(cpu, n, "raw") for n in wall}))
     print("ratio = median s/step over raw's (wall clock); per round pairs the two runs of one round (the spread is\n"
           "the noise); CPU-time ratio = the same from process CPU time, which leaves out waiting for a core.")
     if spec.model == "linear":  # almost no compute: the differences are per-step framework costs
