@@ -378,3 +378,45 @@ def test_nonfinite_loss_ignore_leaves_the_check_out(tmp_path, monkeypatch):
     ckpt = torch.load(tmp_path / "save" / "nan" / "ckpt" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 12
     assert not all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())  # the NaN went through
+
+
+TERM_LOSS_MODULE = '''
+import os, signal
+from pathlib import Path
+from torch import nn
+import torchx.losses as losses
+
+@losses.register("{name}")
+class TermOnce(nn.Module):
+    """Cross-entropy; on its `at`-th training call of the first run, SIGTERM to this process."""
+    def __init__(self, at: int, marker: str):
+        super().__init__()
+        self.at, self.marker, self.calls = at, marker, 0
+    def forward(self, out, y):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at and not Path(self.marker).exists():
+                Path(self.marker).touch()
+                os.kill(os.getpid(), signal.SIGTERM)
+        return nn.functional.cross_entropy(out, y)
+'''
+
+
+@pytest.mark.parametrize("loop", RUNNERS)
+def test_preemption_on_an_epochs_last_batch_keeps_that_epochs_validation(loop, tmp_path, monkeypatch):
+    """SIGTERM during the last batch of epoch 1: its validation (and checkpoint) still run, the run
+    stops after the next batch, and the resumed run has every epoch's validation."""
+    monkeypatch.chdir(tmp_path)
+    module, name = f"term_loss_{uuid.uuid4().hex[:8]}", f"term_once_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(TERM_LOSS_MODULE.format(name=name))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = tiny_config(max_epochs=3)
+    cfg["imports"] = [module]
+    cfg["train_wrapper"]["args"]["loss_spec"] = {"name": name, "args": {"at": 4, "marker": str(tmp_path / "sent")}}
+    path = write_config(tmp_path / "term.yaml", cfg)
+    assert RUNNERS[loop](["--config", str(path), "--save-dir", "save"]) == 75
+    run = tmp_path / "save" / "term"
+    assert torch.load(run / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 5  # epoch 1 ended
+    assert [s for s, _ in scalars(run)["val/loss"]] == [3]
+    assert RUNNERS[loop](["--save-dir", "save", "--name", "term", "--resume"]) == 0
+    assert [s for s, _ in scalars(run)["val/loss"]] == [3, 7, 11]

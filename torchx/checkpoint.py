@@ -171,6 +171,12 @@ class PreemptionCheckpoint(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         received = self.flag.received is not None
+        loop = trainer.fit_loop
+        # A validation due after this batch would be skipped by a resume from here: let it run
+        # (and its checkpoints) and stop at the next batch. Every rank gets the same answer, so
+        # under DDP they all skip the all-reduce below together.
+        if (received or trainer.world_size > 1) and loop.epoch_loop._should_check_val_fx(loop._data_fetcher):
+            return
         if trainer.world_size > 1:  # every rank stops at the same step, whichever got the signal
             received = trainer.strategy.reduce_boolean_decision(received, all=False)
         if received:

@@ -240,14 +240,17 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
     def after_batch(stepped: bool) -> None:
         nonlocal validated
         data.batches_seen = state.in_epoch
-        if flag.received:  # preempted: a mid-epoch last.ckpt, then stop
+        count = state.in_epoch if settings.val_every is not None else state.batches
+        validation_due = validates_this_epoch() and count % val_batch == 0
+        # preempted: a mid-epoch last.ckpt, then stop; not before a validation due now, which a
+        # resume would skip (as pl.Trainer does): that batch's validation runs, the next batch stops
+        if flag.received and not validation_due:
             path = ckpts.dir / "last.ckpt"
             ckpts.write(path, wrapper, optimizer, scheds, state, "batch")
             raise Preempted(flag.received, state.step, path)
         last = state.in_epoch == per_epoch
         ckpts.on_train_batch_end(wrapper, optimizer, scheds, state, seen, last, validates_this_epoch())
-        count = state.in_epoch if settings.val_every is not None else state.batches
-        if validates_this_epoch() and count % val_batch == 0:
+        if validation_due:
             metrics = evaluate(wrapper, val_loader, "val", settings, device, state)
             logs.log(metrics, state.epoch, state.step - 1 if stepped else state.step)
             logs.flush()  # on disk before a checkpoint: a kill cannot lose them
