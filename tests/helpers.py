@@ -95,6 +95,28 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+def read_metrics(path: Path) -> list[dict[str, float | None]]:
+    """metrics.csv read as strictly as pandas would: a header naming each column once, `step`
+    and `epoch` first, every row as wide as the header, steps whole and increasing, every cell a
+    number or empty. Returns the rows, empty cells as None."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    assert len(header) == len(set(header)), f"{path}: a column twice in {header}"
+    assert header[:2] == ["step", "epoch"], header
+    out = []
+    for n, row in enumerate(body, start=2):
+        assert len(row) == len(header), f"{path}:{n}: {len(row)} cells under {len(header)} columns"
+        cells = {k: (float(v) if v != "" else None) for k, v in zip(header, row)}
+        assert cells["step"] is not None and cells["step"].is_integer(), f"{path}:{n}: step {row[0]!r}"
+        out.append(cells)
+    steps = [r["step"] for r in out]
+    assert steps == sorted(set(steps)), f"{path}: steps not increasing: {steps}"
+    return out
+
+
 def assert_run_dir(run_dir: Path, epochs: int, tested: bool = True) -> dict:
     """What every finished run directory holds, whichever loop wrote it. Returns results.json."""
     for rel in ("config.yaml", "provenance.json", "log.txt", "results.json", "ckpt/last.ckpt",

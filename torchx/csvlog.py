@@ -44,7 +44,7 @@ class MetricsCSV:
             with open(self.path, "r+") as f:
                 f.truncate(self.last_offset)
         if any(k not in self.columns for k in row):
-            self.columns = [*FIXED, *sorted(set(self.columns) | set(row) - set(FIXED))]
+            self.columns = [*FIXED, *sorted((set(self.columns) | set(row)) - set(FIXED))]
             rows = read(self.path) if self.path.is_file() else []
             self._rewrite(rows, last=row)
         else:
