@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import struct
 from importlib import metadata
 from pathlib import Path
@@ -115,6 +116,16 @@ def read_metrics(path: Path) -> list[dict[str, float | None]]:
     steps = [r["step"] for r in out]
     assert steps == sorted(set(steps)), f"{path}: steps not increasing: {steps}"
     return out
+
+
+def left_by_a_kill_after(run_dir, step: int) -> None:
+    """Make ckpt/last.ckpt what a kill right after `step` leaves: the checkpoint written at that
+    step (its top-k file holds the same state, save for the path of last.ckpt it records)."""
+    ckpt = torch.load(next((run_dir / "ckpt").glob(f"*-step={step}.ckpt")), weights_only=True)
+    for key, state in ckpt["callbacks"].items():
+        if key.startswith("ModelCheckpoint"):
+            state["last_model_path"] = os.path.realpath(run_dir / "ckpt" / "last.ckpt")
+    torch.save(ckpt, run_dir / "ckpt" / "last.ckpt")
 
 
 def assert_run_dir(run_dir: Path, epochs: int, tested: bool = True) -> dict:

@@ -15,7 +15,7 @@ import uuid
 import pytest
 import torch
 
-from helpers import ROOT, run_train, run_train_pl, scalars, tiny_config, write_config
+from helpers import ROOT, left_by_a_kill_after, run_train, run_train_pl, scalars, tiny_config, write_config
 
 RUNNERS = {"train_pl": run_train_pl, "train": run_train}
 SCRIPTS = {"train_pl": "train_pl.py", "train": "train.py"}
@@ -420,3 +420,23 @@ def test_preemption_on_an_epochs_last_batch_keeps_that_epochs_validation(loop, t
     assert [s for s, _ in scalars(run)["val/loss"]] == [3]
     assert RUNNERS[loop](["--save-dir", "save", "--name", "term", "--resume"]) == 0
     assert [s for s, _ in scalars(run)["val/loss"]] == [3, 7, 11]
+
+
+@pytest.mark.parametrize("first, second", PAIRS, ids=[f"{a}-then-{b}" for a, b in PAIRS])
+def test_a_finished_runs_last_ckpt_holds_its_final_state_whether_or_not_it_was_killed(first, second, tmp_path,
+                                                                                       monkeypatch):
+    """12 steps, a checkpoint every 5: the last 2 steps are on disk too, in last.ckpt, and a run
+    killed after step 10 and resumed ends with the same last.ckpt, bitwise."""
+    monkeypatch.chdir(tmp_path)
+    cfg = dropout_config(max_epochs=3)
+    cfg["checkpoint"] = {"every_n_train_steps": 5, "save_top_k": -1}
+    path = write_config(tmp_path / "s.yaml", cfg)
+    for name in ("full", "cut"):
+        assert RUNNERS[first](["--config", str(path), "--save-dir", "save", "--name", name]) == 0
+    full, cut = tmp_path / "save" / "full", tmp_path / "save" / "cut"
+    assert torch.load(full / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 12
+    left_by_a_kill_after(cut, 10)
+    torch.manual_seed(12345)
+    assert RUNNERS[second](["--save-dir", "save", "--name", "cut", "--resume"]) == 0
+    assert torch.load(cut / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 12
+    assert_bitwise_equal(weights(full), weights(cut))

@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from helpers import ROOT, run_train, run_train_pl, scalars, tiny_config, write_config
+from helpers import ROOT, left_by_a_kill_after, run_train, run_train_pl, scalars, tiny_config, write_config
 
 RUNNERS = {"train_pl": run_train_pl, "train": run_train}
 PAIRS = [("train_pl", "train_pl"), ("train", "train"), ("train", "train_pl"), ("train_pl", "train")]
@@ -161,9 +161,14 @@ def test_resume_mid_run_ends_where_an_uninterrupted_run_ends(first, second, kind
                                                   "interval": "step"}
     full = run(first, cfg, tmp_path, "full")
     cut = run(first, cfg, tmp_path, "cut", "trainer_params.max_steps=7")
+    # a kill after step 4 (or 6) leaves last.ckpt as it was then: the top-k file of that step, which
+    # was written at the same moment, with the checkpoint callback's last_model_path set to it (the
+    # cut run itself ends with last.ckpt at step 7, its final state)
+    step = 4 if kind == "after-validation" else 6
+    left_by_a_kill_after(cut, step)
     last = torch.load(cut / "ckpt" / "last.ckpt", weights_only=True)
     mid = last["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]
-    assert last["global_step"] == (4 if kind == "after-validation" else 6)
+    assert last["global_step"] == step
     assert 0 < mid["processed"] < 5  # inside an epoch, not at its end
     torch.manual_seed(12345)  # whatever the RNGs hold now, the checkpoint's states must win
     assert RUNNERS[second](["--save-dir", "save", "--name", "cut", "--resume", "trainer_params.max_steps=12"]) == 0

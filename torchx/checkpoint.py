@@ -18,6 +18,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from torchx.run import atomic_write
 
@@ -34,6 +35,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         atomic_save(checkpoint, path)
+
+
+class FinalCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, except that when training ends last.ckpt holds the final state.
+
+    Lightning 2.6 writes last.ckpt at the end only if it never wrote one, so with
+    `every_n_train_steps: 50` and 860 steps a finished run's last.ckpt is at step 850, while a run
+    killed after step 850 and resumed writes one at 860. Here both end at 860."""
+
+    @property
+    def state_key(self) -> str:  # ModelCheckpoint's, so checkpoints of either loop restore its state
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            return
+        super().on_train_end(trainer, pl_module)
 
 
 def rng_state() -> dict[str, Any]:
