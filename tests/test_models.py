@@ -182,13 +182,21 @@ def _float_inputs() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(6, 3, generator=g), torch.rand(6, 3, generator=g)
 
 
+def _prob_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    output, target = _float_inputs()
+    return torch.sigmoid(output), target
+
+
 LOSS_INPUTS = {
+    "bce": _prob_inputs,
     "ce": _class_inputs,
     "mnist_ce": _class_inputs,
     "nll": _log_prob_inputs,
     "mse": _float_inputs,
     "l1": _float_inputs,
     "bce_logits": _float_inputs,
+    "smooth_l1": _float_inputs,
+    "huber": _float_inputs,
 }
 
 

@@ -188,29 +188,63 @@ def test_a_typo_in_one_combination_fails_up_front_naming_it(tmp_path, monkeypatc
     assert sorted(os.listdir(tmp_path)) == ["sweep.yaml"]
 
 
+FLAKY_MODULE = '''
+import torch
+import torchx.models as models
+
+@models.register("flaky_mlp")
+class FlakyMLP(torch.nn.Module):
+    """A linear model whose forward raises at its `fail_at`-th training call (0: never)."""
+    def __init__(self, fail_at: int = 0):
+        super().__init__()
+        self.layer, self.fail_at, self.calls = torch.nn.Linear(64, 10), fail_at, 0
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise RuntimeError(f"model code failed at training call {self.calls}")
+        return self.layer(x.flatten(1))
+'''
+
+
 def test_failing_combination_is_recorded_and_the_others_finish(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    cfg = sweep(tiny_config(max_epochs=1), ("train_wrapper", "args", "model_spec", "args"), "in_dim", [65, 64])
+    (tmp_path / "flaky.py").write_text(FLAKY_MODULE)
+    cfg = tiny_config(max_epochs=1)
+    cfg["imports"] = ["flaky"]
+    cfg["train_wrapper"]["args"]["model_spec"] = {"name": "flaky_mlp", "args": {"fail_at_": [2, 0]}}
     config = write_config(tmp_path / "sweep.yaml", cfg)
     assert run_train(["--config", str(config), "--name", "f"]) == 1  # one experiment failed
     folder = tmp_path / "save" / "f"
     bad, good = state(folder)["experiments"]
     assert (bad["state"], bad["exit_status"]) == ("failed", 1)
-    assert "RuntimeError: mat1 and mat2 shapes cannot be multiplied" in bad["error"]
+    assert "RuntimeError: model code failed at training call 2" in bad["error"]
     assert (good["state"], good["exit_status"]) == ("done", 0)
     assert when(good["started"]) >= when(bad["finished"])  # one after another by default
-    assert_run_dir(folder / "in_dim=64", epochs=1)
+    assert_run_dir(folder / "fail_at=0", epochs=1)
     assert [r["state"] for r in summary_rows(folder)] == ["failed", "done"]
-    assert "mat1 and mat2" in (folder / "summary.md").read_text()
-    assert "mat1 and mat2" in capsys.readouterr().out  # the summary printed at the end
+    assert "training call 2" in (folder / "summary.md").read_text()
+    assert "training call 2" in capsys.readouterr().out  # the summary printed at the end
     # --resume retries the failure; it crashed before its first checkpoint, so it starts over and
     # the folder of the first attempt is kept aside; the finished experiment is not run again
-    done_before = snapshot_files(folder / "in_dim=64")
+    done_before = snapshot_files(folder / "fail_at=0")
     assert run_train(["--name", "f", "--resume"]) == 1
     bad, good = state(folder)["experiments"]
-    assert (bad["state"], bad["attempts"], bad["set_aside"]) == ("failed", 2, ["attempts/in_dim=65.1"])
-    assert (folder / "attempts" / "in_dim=65.1" / "config.yaml").is_file() and (folder / "in_dim=65").is_dir()
-    assert good["attempts"] == 1 and snapshot_files(folder / "in_dim=64") == done_before
+    assert (bad["state"], bad["attempts"], bad["set_aside"]) == ("failed", 2, ["attempts/fail_at=2.1"])
+    assert (folder / "attempts" / "fail_at=2.1" / "config.yaml").is_file() and (folder / "fail_at=2").is_dir()
+    assert good["attempts"] == 1 and snapshot_files(folder / "fail_at=0") == done_before
+
+
+def test_a_combination_that_cannot_train_is_refused_before_the_session_exists(tmp_path, monkeypatch, capsys):
+    """A model input size that does not fit the data is found by the one-batch check of every
+    experiment, not by a crash after the others have trained."""
+    monkeypatch.chdir(tmp_path)
+    cfg = sweep(tiny_config(max_epochs=1), ("train_wrapper", "args", "model_spec", "args"), "in_dim", [64, 65])
+    config = write_config(tmp_path / "sweep.yaml", cfg)
+    assert run_train(["--config", str(config), "--name", "f"]) == 2
+    err = capsys.readouterr().err
+    assert "experiment 1 (in_dim=65)" in err and "mat1 and mat2" in err and "Traceback" not in err
+    assert not (tmp_path / "save").exists()
 
 
 def test_interrupted_session_resumes_without_rerunning_finished(tmp_path, monkeypatch):

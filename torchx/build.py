@@ -52,20 +52,36 @@ def declared_metrics(wrapper: Any) -> set[str]:
     return set(logged()) if callable(logged) else set()
 
 
+def named_monitors(cfg: dict) -> list[tuple[str, str, bool]]:
+    """(where, metric, strict) of every metric the config names: checkpoint.monitor, callbacks'
+    monitors, schedulers' monitors. Not strict: a callback or scheduler told to skip a missing metric
+    (`strict: false`)."""
+    named = [("checkpoint.monitor", (cfg.get("checkpoint") or {}).get("monitor"), True)]
+    named += [(f"callbacks.{i}.args.monitor", (spec.get("args") or {}).get("monitor"),
+               (spec.get("args") or {}).get("strict", True) is not False)
+              for i, spec in enumerate(cfg.get("callbacks") or [])]
+    scheds = (cfg["train_wrapper"].get("args") or {}).get("sched_spec") or []
+    for i, spec in enumerate(scheds if isinstance(scheds, list) else [scheds]):
+        if isinstance(spec, dict):
+            named.append((f"sched_spec.{i}.monitor" if isinstance(scheds, list) else "sched_spec.monitor",
+                          spec.get("monitor"), spec.get("strict", True) is not False))
+    return [(where, metric, strict) for where, metric, strict in named if metric is not None]
+
+
+def csv_columns(data: pl.LightningDataModule, wrapper: Any) -> set[str]:
+    """metrics.csv's columns from the first row: what the wrapper declares, without test metrics
+    when the run will not be tested."""
+    declared = declared_metrics(wrapper)
+    return {m for m in declared if not m.startswith("test/")} if why_untested(data, wrapper) else declared
+
+
 def check_monitors(cfg: dict, wrapper: Any) -> None:
     """Metrics named by checkpoint.monitor, callbacks and schedulers must be ones the wrapper logs."""
     known = sorted(declared_metrics(wrapper))
     if not known:
-        return  # a user wrapper that does not declare its metrics is checked when they are logged
-    named = [("checkpoint.monitor", (cfg.get("checkpoint") or {}).get("monitor"))]
-    named += [(f"callbacks.{i}.args.monitor", (spec.get("args") or {}).get("monitor"))
-              for i, spec in enumerate(cfg.get("callbacks") or [])]
-    scheds = cfg["train_wrapper"].get("args", {}).get("sched_spec") or []
-    for i, spec in enumerate(scheds if isinstance(scheds, list) else [scheds]):
-        named.append((f"sched_spec.{i}.monitor" if isinstance(scheds, list) else "sched_spec.monitor",
-                      spec.get("monitor")))
-    for where, metric in named:
-        if metric is not None and metric not in known:
+        return  # a user wrapper that does not declare its metrics: see checks.monitors
+    for where, metric, _ in named_monitors(cfg):
+        if metric not in known:
             raise ConfigError(f"{where}: the wrapper does not log '{metric}'{close_matches(str(metric), known)}; "
                               f"it logs: {', '.join(known)}")
 
@@ -122,6 +138,64 @@ def check_gpus(gpus: list[int]) -> None:
     if bad:
         raise ConfigError(f"--gpu: device {bad[0]} does not exist; this machine has {count} CUDA "
                           f"device(s): {', '.join(map(str, range(count)))}")
+
+
+def why_untested(data: pl.LightningDataModule, wrapper: pl.LightningModule) -> str | None:
+    """Why a finished run is not tested (no test split, no test_step), or None: it is."""
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+
+    from torchx.datasets.base import TensorDataModule
+
+    if isinstance(data, TensorDataModule):
+        if not data.has_split("test"):
+            return f"{type(data).__name__} has no test split"
+    elif not is_overridden("test_dataloader", data):
+        return f"the data module {type(data).__name__} has no test_dataloader"
+    if not is_overridden("test_step", wrapper):
+        return f"the wrapper {type(wrapper).__name__} has no test_step"
+    return None
+
+
+def count_each_sample_once(data: pl.LightningDataModule, trainer: pl.Trainer) -> None:
+    """Under DDP, Lightning gives a user's validation and test loaders a DistributedSampler that
+    repeats samples to even out the ranks, so metrics count some twice. Give them instead the
+    sampler Lightning uses for prediction, which shards without repeating (torchx's own data
+    modules shard so themselves)."""
+    import functools
+
+    from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSamplerWrapper
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from torchx.datasets.base import TensorDataModule
+
+    if trainer.world_size < 2 or isinstance(data, TensorDataModule) or not trainer._accelerator_connector \
+            .use_distributed_sampler:
+        return
+
+    def unrepeated(loader: Any) -> Any:
+        if not isinstance(loader, DataLoader) or isinstance(loader.sampler, DistributedSampler) \
+                or loader.batch_sampler is None:
+            return loader
+        from pytorch_lightning.trainer.states import RunningStage
+        from pytorch_lightning.utilities.data import _update_dataloader
+
+        sampler = UnrepeatedDistributedSamplerWrapper(loader.sampler, num_replicas=trainer.world_size,
+                                                      rank=trainer.global_rank, shuffle=False)
+        return _update_dataloader(loader, sampler, mode=RunningStage.VALIDATING)
+
+    for hook in ("val_dataloader", "test_dataloader"):
+        if not is_overridden(hook, data):
+            continue
+        original = getattr(data, hook)
+
+        @functools.wraps(original)
+        def wrapped(original: Any = original) -> Any:
+            from lightning_utilities import apply_to_collection
+
+            return apply_to_collection(original(), DataLoader, unrepeated)
+
+        setattr(data, hook, wrapped)
 
 
 def describe(obj: Any) -> str:

@@ -18,10 +18,21 @@ import yaml
 
 from torchx import config as C
 from torchx import session
-from torchx.errors import ConfigError, TorchxError
-from torchx.run import Run, config_diff, inspect_checkpoint, locate, logging_step, saved_config
+from torchx.errors import ConfigError, NothingToDo, TorchxError
+from torchx.run import (
+    Run,
+    check_run_name,
+    check_save_dir,
+    config_diff,
+    inspect_checkpoint,
+    locate,
+    logging_step,
+    saved_config,
+    training_done,
+)
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
 
 def parser(prog: str) -> argparse.ArgumentParser:
@@ -60,12 +71,29 @@ def parse_args(argv: list[str], prog: str) -> argparse.Namespace:
 
 
 def parse_gpus(text: str | None) -> list[int] | None:
+    """`--gpu 0` or `--gpu 1,2`: CUDA device indices written in ASCII digits, each once."""
     if text is None:
         return None
-    parts = [p.strip() for p in text.split(",")]
-    if not parts or not all(p.isdigit() for p in parts):
-        raise ConfigError(f"--gpu {text!r} is not a list of CUDA device ids like 0 or 1,2")
-    gpus = [int(p) for p in parts]
+    max_index = 1023  # far beyond any machine; stops a thousand-digit id before int() refuses it
+    shown = repr(text) if len(text) <= 40 else f"{text[:20]!r}... ({len(text)} characters)"
+    usage = f"--gpu {shown} is not a list of CUDA device ids like 0 or 1,2"
+    if not text.strip():
+        raise ConfigError(f"{usage}: it is empty")
+    gpus = []
+    for p in (p.strip() for p in text.split(",")):
+        if not p:
+            raise ConfigError(f"{usage}: an id is empty (a comma too many?)")
+        # str.isdigit and int() also take other scripts' digits ('٣' is 3) and superscripts
+        if not (p.isascii() and p.isdigit()):
+            if p.startswith("-") and p[1:].strip().isdigit():
+                raise ConfigError(f"{usage}: device ids are not negative ({p!r})")
+            part = repr(p) if len(p) <= 20 else f"{p[:10]!r}..."
+            raise ConfigError(f"{usage}: {part} is not a number written in the digits 0-9")
+        digits = p.lstrip("0") or "0"
+        if len(digits) > len(str(max_index)) or int(digits) > max_index:
+            part = p if len(p) <= 20 else f"{p[:10]}... ({len(p)} digits)"
+            raise ConfigError(f"{usage}: device id {part} is out of range (0 to {max_index})")
+        gpus.append(int(digits))
     if len(set(gpus)) != len(gpus):
         raise ConfigError(f"--gpu {text!r} names a device twice")
     return gpus
@@ -73,11 +101,11 @@ def parse_gpus(text: str | None) -> list[int] | None:
 
 def prepare(args: argparse.Namespace) -> Run:
     """Resolve, import and check the config; find the run directory. Creates nothing."""
-    name = args.name or (Path(args.config).stem if args.config else None)
-    if not name:
+    name = args.name if args.name is not None else (Path(args.config).stem if args.config else None)
+    if name is None:
         raise ConfigError("give --config FILE (and optionally --name NAME), or --name NAME with --resume")
-    if name in (".", "..") or "/" in name or "\\" in name:
-        raise ConfigError(f"--name {name!r} must be a plain folder name, without '/'")
+    check_run_name(name)
+    check_save_dir(args.save_dir)
     run_dir, ckpt = locate(args.save_dir, name, args.resume)
     # resuming: this run's saved config; else --config; else the config saved beside the checkpoint
     saved = saved_config(run_dir) if args.resume else None
@@ -101,30 +129,34 @@ def prepare(args: argparse.Namespace) -> Run:
     imported = C.import_modules(cfg)
     C.check(cfg)
     loaded = inspect_checkpoint(ckpt, trust=args.trust_checkpoint) if ckpt is not None else None
+    if args.resume is True and loaded is not None and (run_dir / "results.json").is_file() \
+            and training_done(loaded, cfg):
+        params = cfg.get("trainer_params") or {}
+        raise NothingToDo(f"{run_dir} has finished: it trained to step {loaded['global_step']} (max_epochs="
+                          f"{params.get('max_epochs')}, max_steps={params.get('max_steps', -1)}) and wrote "
+                          f"results.json; nothing left to do, nothing was changed. To train longer, raise the "
+                          f"limit: --resume trainer_params.max_epochs=N")
     if cfg.get("seed") is None:  # every run has a seed; DDP children inherit the parent's
         cfg["seed"] = int(os.environ.get("PL_GLOBAL_SEED", random.randrange(2**31)))
     return Run(dir=run_dir, config=cfg, ckpt_path=ckpt, ckpt=loaded,
                resume_step=logging_step(loaded) if loaded is not None else None,
-               trust_checkpoint=args.trust_checkpoint,
+               trust_checkpoint=args.trust_checkpoint, restart=bool(args.resume) and ckpt is None,
                config_file=Path(args.config) if args.config else None, imported_files=imported)
 
 
 def dry_run(args: argparse.Namespace, run: Run, loop: Any) -> None:
-    """Build every component once (no data is read), let the loop check what it alone needs
-    (`loop.dry_check`), then print the resolved config and a summary."""
-    from torchx import build
+    """Build and check every component as a run does before it creates anything (`checks.dry`), then
+    print the resolved config and a summary."""
+    from torchx import build, checks
 
     cfg = run.config
-    data, wrapper = build.data_module(cfg), build.wrapper(cfg)
-    loop.dry_check(args, run, data, wrapper)
-    build.check_monitors(cfg, wrapper)
-    with build.reported_as("train_wrapper (its optimizer and scheduler specs)"):
-        optimizers, scheds = build.optimizers_of(wrapper)
+    data, wrapper, read = checks.dry(args, run, loop)
+    optimizers, scheds = build.optimizers_of(wrapper)
     cbs = build.user_callbacks(cfg)
     print(yaml.safe_dump(cfg, sort_keys=False), end="")
     print("---")
     print(f"run directory : {run.dir} ({'resume from ' + str(run.ckpt_path) if run.ckpt_path else 'new'})")
-    print(f"data_module   : {build.describe(data)}")
+    print(f"data_module   : {build.describe(data)}" + ("" if read else " (not read: download is on)"))
     print(f"train_wrapper : {build.describe(wrapper)}")
     for opt in optimizers:
         shown = ", ".join(f"{k}={v}" for k, v in opt.defaults.items() if k in ("lr", "momentum", "weight_decay"))
@@ -157,8 +189,14 @@ def main(argv: list[str] | None, prog: str, loop: str) -> int:
             dry_run(args, run, module)
             return 0
         return module.train(args, run)
+    except NothingToDo as e:
+        print(f"{prog}: {e}")
+        return 0
     except TorchxError as e:
         return fail(prog, e)
+    except KeyboardInterrupt:  # before training started (imports, reading data): no traceback for a Ctrl-C
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def fail(prog: str, e: BaseException) -> int:

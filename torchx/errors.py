@@ -19,3 +19,7 @@ class NonFiniteLoss(TorchxError):
     def __init__(self, value: float) -> None:
         super().__init__(f"the training loss is {value}")
         self.value = value
+
+
+class NothingToDo(TorchxError):
+    """The command has nothing to do (a finished run resumed as it is): the message, and exit 0."""

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytorch_lightning as pl
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks.progress.progress_bar import ProgressBar as LightningProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.connectors.data_connector import _parse_num_batches
 from pytorch_lightning.trainer.states import RunningStage
-from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from torchx import build
-from torchx.callbacks.base_logger import BaseLogger, ProgressBar
+from torchx import build, checks
+from torchx.callbacks.base_logger import BaseLogger, PlainProgress, ProgressBar, interactive, plain_every_s
 from torchx.checkpoint import (
     EXIT_NONFINITE,
     EXIT_PREEMPTED,
     AtomicCheckpointIO,
+    FinalCheckpoint,
     Preempted,
     PreemptionCheckpoint,
     TorchxState,
@@ -30,7 +32,7 @@ from torchx.checkpoint import (
 from torchx.config import check_val_interval
 from torchx.csvlog import CSVLogger
 from torchx.datasets.base import TensorDataModule
-from torchx.errors import ConfigError, NonFiniteLoss
+from torchx.errors import NonFiniteLoss
 from torchx.run import Run, check_fits, claim, is_rank_zero
 
 PROG = "train_pl.py"
@@ -47,16 +49,18 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: p
     """pl.Trainer arguments: trainer_params plus torchx's loggers, checkpointing and callbacks."""
     params = build.apply_gpus(cfg, gpus)["trainer_params"]
     logger = BaseLogger(run.dir)
-    cbs: list[pl.Callback] = [logger, TorchxState(), PreemptionCheckpoint(run.ckpt_dir), *build.user_callbacks(cfg)]
-    if params.get("enable_progress_bar", True):
-        cbs.append(ProgressBar(logger.report))
+    user = build.user_callbacks(cfg)
+    cbs: list[pl.Callback] = [logger, TorchxState(), PreemptionCheckpoint(run.ckpt_dir), *user]
+    # torchx's bar steps aside for a progress bar of the user's own (Lightning allows one)
+    if params.get("enable_progress_bar", True) and not any(isinstance(cb, LightningProgressBar) for cb in user):
+        cbs.append(ProgressBar(logger.report) if interactive() else PlainProgress(logger.report, plain_every_s()))
     if params.get("enable_checkpointing", True):
         with build.reported_as(f"checkpoint {cfg.get('checkpoint') or {}}"):
-            cbs.append(ModelCheckpoint(dirpath=run.ckpt_dir, **build.checkpoint_args(cfg)))
+            cbs.append(FinalCheckpoint(dirpath=run.ckpt_dir, **build.checkpoint_args(cfg)))
     # on resume, TensorBoard hides and metrics.csv drops what a killed run logged after its checkpoint
     tensorboard = TensorBoardLogger(save_dir=run.dir, name="default", version=0, default_hp_metric=False,
                                     purge_step=run.resume_step)
-    csv = CSVLogger(run.dir / "metrics.csv", build.declared_metrics(wrapper), drop_from=run.resume_step)
+    csv = CSVLogger(run.dir / "metrics.csv", build.csv_columns(data, wrapper), drop_from=run.resume_step)
     kwargs = {"logger": [tensorboard, csv],
               "log_every_n_steps": 50, **params, "callbacks": cbs,
               "plugins": [AtomicCheckpointIO(), *(params.get("plugins") or [])]}
@@ -68,6 +72,24 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: p
 def make_trainer(cfg: dict, kwargs: dict[str, Any]) -> pl.Trainer:
     with build.reported_as(f"trainer_params {cfg.get('trainer_params') or {}}"):
         return pl.Trainer(**kwargs)
+
+
+@contextlib.contextmanager
+def held_lightning_info() -> Iterator[Callable[[], None]]:
+    """Hold back what Lightning prints while the Trainer is built ("GPU available: ..."), for the
+    function this yields to print once every check has passed: a late refusal is then the only
+    output, not a message after Lightning's device lines."""
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    _lightning_log.addFilter(hold)
+    try:
+        yield lambda: [_lightning_log.handle(r) for r in held]
+    finally:
+        _lightning_log.removeFilter(hold)
 
 
 def dry_check(args: argparse.Namespace, run: Run, data: pl.LightningDataModule, wrapper: pl.LightningModule) -> None:
@@ -99,12 +121,15 @@ def train(args: argparse.Namespace, run: Run) -> int:
     data, wrapper = build.data_module(cfg), build.wrapper(cfg)
     data.prepare_data()
     data.setup("fit")  # missing or broken data files fail here, before the run directory exists
-    build.check_monitors(cfg, wrapper)
+    checks.preflight(cfg, data, wrapper)
     if run.ckpt is not None:
         check_fits(run.ckpt, wrapper.state_dict(), run.ckpt_path)
-    trainer = make_trainer(cfg, trainer_kwargs(cfg, run, data, wrapper, args.gpus))
+    with held_lightning_info() as print_info:
+        trainer = make_trainer(cfg, trainer_kwargs(cfg, run, data, wrapper, args.gpus))
     check_val_batches(cfg, data, trainer)
+    build.count_each_sample_once(data, trainer)
     claim(run)
+    print_info()
     for noise in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*",
                   ".*exists and is not empty.*", ".*but have no `validation_step`.*"):
         warnings.filterwarnings("ignore", message=noise)  # advice that does not apply to in-memory data
@@ -126,11 +151,11 @@ def train(args: argparse.Namespace, run: Run) -> int:
                   f"[{str(e).splitlines()[0][:160]}]", file=sys.stderr)
             return 1
         raise
-    except MisconfigurationException as e:  # e.g. a monitored metric that a user's wrapper never logs;
-        raise ConfigError(f"training stopped: {e}") from e  # errors from model code keep their traceback
+    except MisconfigurationException as e:  # e.g. a monitored metric that a user's wrapper logs only later on
+        return stopped_by_config(run, e)
     except ValueError as e:
         if "`val_check_interval`" in str(e):  # longer than a DDP rank's epoch: found only now
-            raise ConfigError(f"trainer_params.val_check_interval: {str(e).strip()}") from e
+            return stopped_by_config(run, e)
         raise
     if trainer.interrupted:
         return 130
@@ -140,9 +165,10 @@ def train(args: argparse.Namespace, run: Run) -> int:
         results["best_model_path"] = ckpt.best_model_path
         if ckpt.best_model_score is not None:
             results["best_model_score"] = float(ckpt.best_model_score)
-    # torchx's data modules say whether they have a test set; a user's is asked through trainer.test
-    has_test = not isinstance(data, TensorDataModule) or data.has_split("test")
-    if has_test and is_overridden("test_step", wrapper):
+    skipped = build.why_untested(data, wrapper)
+    if skipped:
+        print(f"test: skipped, {skipped}")
+    else:
         best = results.get("best_model_path")
         tested = trainer.test(wrapper, datamodule=data, ckpt_path=best, verbose=False)
         results["test"] = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
@@ -150,3 +176,15 @@ def train(args: argparse.Namespace, run: Run) -> int:
         (run.dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         print("final: " + json.dumps(results))
     return 0
+
+
+def stopped_by_config(run: Run, e: Exception) -> int:
+    """A setting that Lightning refuses only once training runs: the run directory exists by now,
+    so this is a failed run (exit 1) with the way to go on, not bad input (exit 2)."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    has_ckpt = any(run.ckpt_dir.glob("*.ckpt"))
+    how = (f"fix the setting and continue with --name {run.dir.name} --resume KEY=VALUE" if has_ckpt else
+           f"{run.dir} has no checkpoint yet: fix the setting and restart it in place with "
+           f"--name {run.dir.name} --resume KEY=VALUE (its files so far are kept under attempts/)")
+    print(f"{PROG}: error: training stopped: {first}; {how}", file=sys.stderr)
+    return 1

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +25,15 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from torchx import build
-from torchx.callbacks.base_logger import EpochReport, counts_steps, epoch_line_metrics, validation_metrics
+from torchx import build, checks
+from torchx.callbacks.base_logger import (
+    EpochReport,
+    counts_steps,
+    epoch_line_metrics,
+    interactive,
+    plain_every_s,
+    validation_metrics,
+)
 from torchx.checkpoint import (
     EXIT_NONFINITE,
     EXIT_PREEMPTED,
@@ -164,9 +172,9 @@ def train(args: argparse.Namespace, run: Run) -> int:
     refuse_callbacks(cfg)
     data, wrapper = build.data_module(cfg), build.wrapper(cfg)
     check_wrapper(wrapper, cfg["train_wrapper"]["name"])
-    build.check_monitors(cfg, wrapper)
     data.prepare_data()
     data.setup("fit")
+    checks.preflight(cfg, data, wrapper)
     if isinstance(settings.val_interval, int):  # pl.Trainer refuses one longer than an epoch
         check_val_interval(cfg.get("trainer_params") or {}, settings.batches("train", len(data.train_dataloader())))
     ckpts = Checkpoints(run.ckpt_dir, cfg.get("checkpoint") or {}, enabled=settings.checkpointing)
@@ -177,11 +185,11 @@ def train(args: argparse.Namespace, run: Run) -> int:
         check_fits(run.ckpt, wrapper.state_dict(), run.ckpt_path)
         state = load_checkpoint(run.ckpt_path, wrapper, optimizer, scheds, ckpts, device, run.trust_checkpoint)
         ckpts.resumed_from = Path(run.ckpt_path).absolute()
+    progress = Progress(EpochReport(run.dir / "log.txt"), settings.progress_bar)
     claim(run)
-    logs = Logs(run, wrapper)
-    report = EpochReport(run.dir / "log.txt")
+    logs = Logs(run, wrapper, build.csv_columns(data, wrapper))
     try:
-        fit(wrapper, data, optimizer, scheds, settings, state, ckpts, logs, report, device)
+        fit(wrapper, data, optimizer, scheds, settings, state, ckpts, logs, progress, device)
     except Preempted as e:
         logs.close()
         print(f"preempted: {e}", file=sys.stderr)
@@ -216,7 +224,7 @@ def check_wrapper(wrapper: pl.LightningModule, name: str) -> None:
 
 
 def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpts: Checkpoints,
-        logs: Logs, report: EpochReport, device: torch.device) -> None:
+        logs: Logs, progress: Progress, device: torch.device) -> None:
     """Epochs of training batches; after each batch, what pl.Trainer does there: preemption and step
     checkpoints (its callbacks' on_train_batch_end), validation when due (val_check_interval,
     check_val_every_n_epoch), checkpoints after it, ReduceLROnPlateau of interval step."""
@@ -227,6 +235,7 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
     val_batch = settings.val_check_batch(per_epoch)
     if done(settings, state):  # nothing left to train: pl.Trainer skips its train hooks too
         return
+    report = progress.report
     report.start(state.step, settings.total_steps(per_epoch), settings.by_steps)
     ckpts.setup(on_epoch_end=saves_on_epoch_end(settings, n_val), per_epoch=per_epoch)
     if callable(getattr(train_loader, "load_state_dict", None)):  # a mid-epoch checkpoint goes on from there
@@ -259,7 +268,7 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
                 validated = validation_metrics(seen)  # the epoch ends here: its line shows them
             else:
                 report.write(report.line(state.epoch, settings.max_epochs, state.step, validation_metrics(seen)),
-                             echo=tqdm.write)
+                             echo=progress.write)
         if stepped:
             step_plateau(scheds, "step", seen, state, index=state.in_epoch)
 
@@ -269,7 +278,7 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
     try:
         while not done(settings, state):
             validated = None
-            train_epoch(wrapper, train_loader, per_epoch, optimizer, scheds, settings, state, logs, report, device,
+            train_epoch(wrapper, train_loader, per_epoch, optimizer, scheds, settings, state, logs, progress, device,
                         after_batch)
             metrics = {k: float(v) for k, v in wrapper.epoch_metrics("train").items()}
             logs.log(metrics, state.epoch, state.step - 1)
@@ -281,7 +290,7 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
                 step_plateau(scheds, "epoch", seen, state, index=state.epoch)
             state.restarting = False
             line = report.line(state.epoch - 1, settings.max_epochs, state.step, epoch_line_metrics(seen, validated))
-            report.write(line, echo=tqdm.write)
+            report.write(line, echo=progress.write)
         ckpts.on_train_end(wrapper, optimizer, scheds, state)
     finally:
         flag.uninstall()
@@ -300,7 +309,7 @@ def done(settings: Settings, state: State) -> bool:
 
 
 def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Settings, state: State,
-                logs: Logs, report: EpochReport, device: torch.device, after_batch=lambda stepped: None) -> None:
+                logs: Logs, progress: Progress, device: torch.device, after_batch=lambda stepped: None) -> None:
     """One epoch (or its rest, after a mid-epoch resume), stepping like Lightning's automatic
     optimization: accumulation, clipping, schedulers; `after_batch(stepped)` runs after every batch.
     Leaves `state.in_epoch` at the batches done: fewer than `n_batches` when max_steps cut it short."""
@@ -309,8 +318,7 @@ def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Se
         loader.sampler.set_epoch(state.epoch)
     if state.in_epoch == 0:  # Lightning's per-epoch counters start again (a resumed epoch keeps its own)
         state.epoch_steps = state.epoch_sched_steps = state.val_batches = 0
-    bar = tqdm(total=n_batches, initial=state.in_epoch, desc=f"Epoch {state.epoch}", disable=not settings.progress_bar,
-               leave=False, dynamic_ncols=True, mininterval=0.5)
+    progress.start_epoch(state, settings, n_batches)
     for batch_idx, batch in enumerate(loader, start=state.in_epoch):
         if batch_idx >= n_batches or (settings.max_steps != -1 and state.step >= settings.max_steps):
             break
@@ -336,10 +344,48 @@ def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Se
         state.in_step, state.resumed_log_step = stepping, None
         after_batch(stepping)
         state.in_step = False
-        if state.in_epoch % 20 == 0:
-            bar.update(20)
-            bar.set_postfix(report.postfix(state.step), refresh=False)
-    bar.close()
+        progress.batch_done(state)
+    progress.end_epoch()
+
+
+class Progress:
+    """train.py's progress, as train_pl.py shows it: on a terminal a tqdm bar refreshed every 20
+    batches with the run's ETA, else a plain line every TORCHX_PROGRESS_EVERY seconds."""
+
+    def __init__(self, report: EpochReport, enabled: bool) -> None:
+        self.report, self.enabled, self.bar_mode = report, enabled, interactive()
+        self.every_s = plain_every_s() if enabled and not self.bar_mode else 0.0  # a bad value: before claim()
+        self.bar: tqdm | None = None
+        self._next = time.monotonic() + self.every_s
+        self._epoch, self._max_epochs, self._batches = 0, None, 0
+
+    def start_epoch(self, state: State, settings: Settings, n_batches: int) -> None:
+        self._epoch, self._max_epochs, self._batches = state.epoch, settings.max_epochs, n_batches
+        if self.enabled and self.bar_mode:
+            self.bar = tqdm(total=n_batches, initial=state.in_epoch, desc=f"Epoch {state.epoch}", leave=False,
+                            dynamic_ncols=True, mininterval=0.5, file=sys.stdout)
+
+    def batch_done(self, state: State) -> None:
+        if self.bar is not None:
+            if state.in_epoch % 20 == 0:
+                self.bar.update(20)
+                self.bar.set_postfix(self.report.postfix(state.step), refresh=False)
+        elif self.enabled and time.monotonic() >= self._next:
+            self._next = time.monotonic() + self.every_s
+            print(self.report.progress(self._epoch, self._max_epochs, state.step, state.in_epoch, self._batches),
+                  flush=True)
+
+    def end_epoch(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def write(self, text: str) -> None:
+        """A report line, printed above the bar when there is one."""
+        if self.bar is not None:
+            tqdm.write(text, file=sys.stdout)
+        else:
+            print(text, flush=True)
 
 
 def clip(wrapper, settings: Settings) -> None:
@@ -396,11 +442,12 @@ def evaluate(wrapper, loader, stage: str, settings: Settings, device: torch.devi
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
+    """A batch's tensors on `device`, inside tuples, lists and dicts, as Lightning moves them."""
     if device.type == "cpu":
         return batch
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(b, device) for b in batch)
-    return batch.to(device, non_blocking=True) if isinstance(batch, torch.Tensor) else batch
+    from lightning_fabric.utilities.apply_func import move_data_to_device
+
+    return move_data_to_device(batch, device)
 
 
 def test(wrapper, data, settings: Settings, state: State, ckpts: Checkpoints, logs: Logs,
@@ -411,8 +458,13 @@ def test(wrapper, data, settings: Settings, state: State, ckpts: Checkpoints, lo
         results["best_model_path"] = str(ckpts.best_path)
         if ckpts.best_score is not None:
             results["best_model_score"] = ckpts.best_score
+    skipped = build.why_untested(data, wrapper)
+    if skipped:
+        print(f"test: skipped, {skipped}")
+        return results
     loader = data.test_dataloader()
     if not loader:
+        print("test: skipped, the data module's test_dataloader() is empty")
         return results
     if ckpts.best_path:
         sd = torch.load(ckpts.best_path, map_location=device, weights_only=True)["state_dict"]
@@ -430,7 +482,7 @@ def test(wrapper, data, settings: Settings, state: State, ckpts: Checkpoints, lo
 class Logs:
     """TensorBoard events and metrics.csv, with the tags and steps Lightning uses."""
 
-    def __init__(self, run: Run, wrapper) -> None:
+    def __init__(self, run: Run, wrapper, columns: set[str]) -> None:
         # torch's writer, as Lightning's TensorBoardLogger uses when tensorboard is installed: its
         # flush() waits for queued events (tensorboardX's does not), so a checkpoint never runs ahead
         from torch.utils.tensorboard import SummaryWriter
@@ -442,7 +494,7 @@ class Logs:
         # a new events file per start, named apart even when a resume starts within the same second
         self.tb = SummaryWriter(log_dir=str(folder), flush_secs=30, filename_suffix=f".{os.getpid()}.{run.resumes}",
                                 purge_step=run.resume_step)
-        self.csv = MetricsCSV(run.dir / "metrics.csv", build.declared_metrics(wrapper), drop_from=run.resume_step)
+        self.csv = MetricsCSV(run.dir / "metrics.csv", columns, drop_from=run.resume_step)
         self.latest: dict[str, float] = {}  # what monitors read, as Lightning's callback_metrics
 
     def log(self, metrics: dict[str, float], epoch: int, step: int) -> None:
@@ -471,8 +523,8 @@ class Checkpoints:
     """pl ModelCheckpoint, hook for hook, for the plain loop: it saves after a training batch every
     `every_n_train_steps` steps, after a validation or at an epoch's end every `every_n_epochs`
     epochs (which of the two as ModelCheckpoint chooses), keeps the top-k files by `monitor`,
-    writes last.ckpt whenever it saves a checkpoint (and at the end if it saved none), never twice
-    at one step, in Lightning's checkpoint format."""
+    writes last.ckpt whenever it saves a checkpoint (and at the end, holding the final state),
+    never twice at one step, in Lightning's checkpoint format."""
 
     def __init__(self, dirpath: Path, args: dict, enabled: bool = True) -> None:
         for key in args:
@@ -550,7 +602,8 @@ class Checkpoints:
             self._save_last(wrapper, optimizer, scheds, state, "epoch")
 
     def on_train_end(self, wrapper, optimizer, scheds, state: State) -> None:
-        if self.enabled and self.save_last and not self.saved:
+        """last.ckpt holds the final state, as FinalCheckpoint makes pl.Trainer's do."""
+        if self.enabled and self.save_last and (not self.saved or self.last_saved_step != state.step):
             self._save_last(wrapper, optimizer, scheds, state, "end")
 
     # ---- what ModelCheckpoint does there

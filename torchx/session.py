@@ -44,7 +44,7 @@ from typing import IO, Any
 
 from torchx import config as C
 from torchx.errors import ConfigError
-from torchx.run import atomic_write, config_diff, project_root
+from torchx.run import atomic_write, check_run_name, check_save_dir, config_diff, project_root
 
 SESSION_FILE = "session.yaml"
 LOCK_FILE = ".session.lock"
@@ -66,16 +66,16 @@ class Experiment:
 
 
 def session_name(args: argparse.Namespace) -> str | None:
-    return args.name or (Path(args.config).stem if args.config else None)
+    return args.name if args.name is not None else (Path(args.config).stem if args.config else None)
 
 
 def is_session(args: argparse.Namespace) -> bool:
     """A session: `SAVE_DIR/NAME` holds session.yaml, or the config (with overrides) has sweep keys."""
     name = session_name(args)
-    if not name:
+    if name is None:
         return False  # the single-run path says what is missing
-    if name in (".", "..") or "/" in name or "\\" in name:
-        raise ConfigError(f"--name {name!r} must be a plain folder name, without '/'")
+    check_run_name(name)
+    check_save_dir(args.save_dir)
     folder = Path(args.save_dir) / name
     if (folder / SESSION_FILE).is_file():
         return True
@@ -302,8 +302,9 @@ def main(args: argparse.Namespace, prog: str, loop: str, argv: list[str]) -> int
     only = pick(args.only, experiments) if args.only is not None else None
     if doc is None and args.resume and only is None:
         raise ConfigError(f"--resume: there is no session '{folder}' to resume; drop --resume to start it")
+    # every combination gets the checks a single run gets, before the session folder exists
+    dry_build(folder, [experiments[only]] if only is not None else experiments, args, loop, groups[0])
     if args.dry_run:
-        dry_build(folder, [experiments[only]] if only is not None else experiments, args, loop, groups[0])
         list_experiments(folder, cfg, experiments, doc, only)
         return 0
     if doc is None:
@@ -323,26 +324,23 @@ def main(args: argparse.Namespace, prog: str, loop: str, argv: list[str]) -> int
 
 def dry_build(folder: Path, experiments: list[Experiment], args: argparse.Namespace, loop: str,
               gpus: list[int] | None) -> None:
-    """What a single run's --dry-run builds, for every experiment (so a value that only a constructor
-    rejects, like a negative learning rate, is found too); reads no data, creates nothing."""
+    """The checks a single run makes before it creates anything (`checks.dry`: every component
+    built, one batch through the model, a negative learning rate or a bad val_split found), for
+    every experiment; experiments with the same data_module share its data. Creates nothing."""
     import copy
     import importlib
 
-    from torchx import build
+    from torchx import checks
     from torchx.run import Run
 
     module = importlib.import_module(loop)
     child = copy.copy(args)
     child.gpus = gpus  # what one experiment's process is given
+    cache: dict = {}
     for e in experiments:
-        cfg = {**e.config, "seed": e.config.get("seed") or 0}
+        cfg = {**e.config, "seed": e.config.get("seed") if e.config.get("seed") is not None else 0}
         try:
-            data, wrapper = build.data_module(cfg), build.wrapper(cfg)
-            module.dry_check(child, Run(dir=folder / e.name, config=cfg), data, wrapper)
-            build.check_monitors(cfg, wrapper)
-            with build.reported_as("train_wrapper (its optimizer and scheduler specs)"):
-                build.optimizers_of(wrapper)
-            build.user_callbacks(cfg)
+            checks.dry(child, Run(dir=folder / e.name, config=cfg), module, cache)
         except ConfigError as err:
             raise ConfigError(f"experiment {e.index} ({e.name}): {err}") from None
 

@@ -1,7 +1,10 @@
 """Progress reports with elapsed time and ETA, printed and appended to `<run dir>/log.txt`.
 
 `EpochReport` is shared by both loops; `BaseLogger` drives it from pl.Trainer's hooks and
-`ProgressBar` shows the same ETA in the tqdm bar.
+`ProgressBar` shows the same ETA in the tqdm bar. When standard output is not a terminal (a
+log file, SLURM, nohup, a session's experiments), `PlainProgress` replaces the bar: a plain
+line every TORCHX_PROGRESS_EVERY seconds (default 30) and nothing else, so a log holds lines,
+not carriage returns and cursor movements.
 
 A report line is written when an epoch ends (its train metrics, and the validation metrics when
 validation ran at that same step) and, when a validation runs inside an epoch, for that
@@ -13,6 +16,8 @@ done and the steps the run will take in all.
 from __future__ import annotations
 
 import datetime
+import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +25,34 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks.progress.progress_bar import ProgressBar as LightningProgressBar
 
+from torchx.errors import ConfigError
 from torchx.run import is_rank_zero
+
+PLAIN_EVERY_S = 30.0  # seconds between plain progress lines, unless TORCHX_PROGRESS_EVERY says otherwise
+
+
+def interactive() -> bool:
+    """Whether progress may be drawn as a bar: standard output is a terminal."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
+
+
+def plain_every_s() -> float:
+    """Seconds between plain progress lines (TORCHX_PROGRESS_EVERY; 0 prints one per batch)."""
+    text = os.environ.get("TORCHX_PROGRESS_EVERY")
+    if text is None:
+        return PLAIN_EVERY_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"TORCHX_PROGRESS_EVERY={text!r} must be a number of seconds >= 0, like 30")
+    return value
 
 
 def fmt_seconds(seconds: float) -> str:
@@ -75,6 +106,20 @@ class EpochReport:
         parts = [f"step {self.steps(step, of_total)}", epochs] if self.by_steps else [epochs, f"step {step}"]
         parts += [f"{k} {v:.4f}" for k, v in sorted(metrics.items())]
         eta = self.eta(step if done is None else done)
+        parts += [f"elapsed {fmt_seconds(self.elapsed())}", f"eta {fmt_seconds(eta) if eta is not None else '?'}"]
+        return " | ".join(parts)
+
+    def progress(self, epoch: int, max_epochs: int | None, step: int, batch: int, batches: float,
+                 done: int | None = None, of_total: bool = True) -> str:
+        """A plain progress line inside an epoch: where the run is, its speed, elapsed and ETA."""
+        epochs = f"epoch {epoch + 1}" + (f"/{max_epochs}" if max_epochs and max_epochs > 0 else "")
+        in_epoch = f"batch {batch}" + (f"/{int(batches)}" if batches and batches != float("inf") else "")
+        parts = [f"step {self.steps(step, of_total)}", epochs, in_epoch] if self.by_steps else \
+            [epochs, in_epoch, f"step {self.steps(step, of_total)}"]
+        done = step if done is None else done
+        if done > self.step0 and self.elapsed() > 0:
+            parts.append(f"{(done - self.step0) / self.elapsed():.1f} steps/s")
+        eta = self.eta(done)
         parts += [f"elapsed {fmt_seconds(self.elapsed())}", f"eta {fmt_seconds(eta) if eta is not None else '?'}"]
         return " | ".join(parts)
 
@@ -195,3 +240,44 @@ class ProgressBar(TQDMProgressBar):
         metrics.update(self.report.postfix(trainer.global_step, progress(trainer),
                                            of_total=pl_module.automatic_optimization))
         return metrics
+
+
+class PlainProgress(LightningProgressBar):
+    """Progress for output that is not a terminal: a line every `every_s` seconds of training, with
+    the ETA (see EpochReport.progress), and no bar for sanity checks, validation or testing."""
+
+    def __init__(self, report: EpochReport, every_s: float) -> None:
+        super().__init__()
+        self.report, self.every_s = report, every_s
+        self._enabled, self._next = True, 0.0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def is_disabled(self) -> bool:
+        return not self._enabled
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        if self._enabled and is_rank_zero():
+            print(*args, **kwargs, flush=True)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._next = time.monotonic() + self.every_s
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        now = time.monotonic()
+        if not self._enabled or now < self._next:
+            return
+        self._next = now + self.every_s
+        batch = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        self.print(self.report.progress(trainer.current_epoch, trainer.max_epochs, trainer.global_step, batch,
+                                        self.total_train_batches, progress(trainer),
+                                        of_total=pl_module.automatic_optimization))

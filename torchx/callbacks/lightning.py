@@ -14,5 +14,8 @@ for _name, _cls in {
     "device_stats_monitor": plc.DeviceStatsMonitor,
     "batch_size_finder": plc.BatchSizeFinder,
     "learning_rate_finder": plc.LearningRateFinder,
+    # a progress bar of one's own replaces torchx's (Lightning runs one at a time)
+    "tqdm_bar": plc.TQDMProgressBar,
+    "rich_bar": plc.RichProgressBar,  # needs the `rich` package
 }.items():
     register(_name)(_cls)

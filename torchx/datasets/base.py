@@ -20,16 +20,18 @@ from torchx.errors import ConfigError
 class EpochSampler(Sampler[list[int]]):
     """Yields lists of indices (whole batches); the order depends only on seed and epoch.
 
-    With `world_size > 1` each rank takes every world_size-th index of the padded permutation,
-    like DistributedSampler, so all ranks run the same number of batches.
+    With `world_size > 1` each rank takes every world_size-th index of the permutation. For
+    training it is padded first, like DistributedSampler, so all ranks run the same number of
+    batches; for evaluation (`pad=False`) it is not, so every sample is counted exactly once and
+    ranks may differ by one sample.
     """
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, pad: bool = True) -> None:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
+        self.drop_last, self.rank, self.world_size, self.pad = drop_last, rank, world_size, pad
         self.epoch = 0
-        self.per_rank = math.ceil(n / world_size)
+        self.per_rank = math.ceil(n / world_size) if pad else len(range(rank, n, world_size))
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches already seen in it)
 
     def set_epoch(self, epoch: int) -> None:
@@ -45,7 +47,7 @@ class EpochSampler(Sampler[list[int]]):
             order = torch.randperm(self.n, generator=g)
         else:
             order = torch.arange(self.n)
-        pad = self.per_rank * self.world_size - self.n
+        pad = self.per_rank * self.world_size - self.n if self.pad else 0
         if pad:
             order = torch.cat([order, order[:pad]])
         order = order[self.rank::self.world_size].tolist()
@@ -170,7 +172,7 @@ class TensorDataModule(pl.LightningDataModule):
         rank, world = self._rank_and_world()
         sampler = EpochSampler(len(labels), self.batch_size if train else self.eval_batch_size,
                                shuffle=train and self.shuffle, seed=self._seed(),
-                               drop_last=train and self.drop_last, rank=rank, world_size=world)
+                               drop_last=train and self.drop_last, rank=rank, world_size=world, pad=train)
         self._samplers[split] = sampler
         loader = ResumableLoader if train else DataLoader
         extra = {"consumed": self._consumed} if train else {}
