@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+import os
 from pathlib import Path
 
-from torchx.csvlog import FIXED, read
+from torchx.csvlog import FIXED
 from torchx.errors import ConfigError
 
 PANEL_INCHES, DPI = (5.0, 3.5), 100
+DEFAULT_NAME = "plot.png"  # the file written into a folder given as -o
 
 
 def run_dirs(paths: list[str]) -> list[Path]:
@@ -42,7 +46,8 @@ def plot(paths: list[str], metrics: list[str] | None, out: str, x: str = "auto")
 
     if x not in ("auto", "step", "epoch"):
         raise ConfigError(f"--x {x!r} must be step, epoch or auto")
-    runs = {str(r): read(r / "metrics.csv") for r in run_dirs(paths)}
+    out_path, fmt = output_path(out)
+    runs = {str(r): read_metrics(r / "metrics.csv") for r in run_dirs(paths)}
     present = sorted({k for rows in runs.values() for row in rows for k, v in row.items()
                       if k not in FIXED and v is not None})
     names = metrics or present
@@ -72,10 +77,122 @@ def plot(paths: list[str], metrics: list[str] | None, out: str, x: str = "auto")
         ax.axis("off")
     handles = [Line2D([], [], color=c, marker="o", markersize=3, label=label) for c, label in zip(colors, labels)]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8, frameon=False)
-    out_path = Path(out)
-    fig.savefig(out_path)
-    plt.close(fig)
+    try:
+        out_path = save(fig, out_path, fmt)
+    finally:
+        plt.close(fig)
     return out_path
+
+
+def output_path(out: str) -> tuple[Path, str]:
+    """Where `-o` writes and in which format, checked before anything is drawn: an existing folder
+    gets plot.png inside it; a name without an extension gets .png, as matplotlib would add."""
+    if not out:
+        raise ConfigError(f"-o '' is empty; give the file to write, e.g. -o {DEFAULT_NAME}")
+    try:
+        return _output_path(out)
+    except OSError as e:  # a name too long to look up, a folder one may not enter
+        raise ConfigError(f"-o: cannot write '{out}': {e.strerror or e}; pick another -o") from None
+
+
+def _output_path(out: str) -> tuple[Path, str]:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(out)
+    if path.is_dir():
+        path = path / DEFAULT_NAME
+    elif out.endswith(("/", os.sep)):
+        raise ConfigError(f"-o '{out}': there is no folder '{path}'; create it first or pick another -o")
+    elif path.exists() and not path.is_file():  # a device or a pipe: renaming over it would replace it
+        raise ConfigError(f"-o '{out}' is not a regular file; pick a file name such as {DEFAULT_NAME}")
+    elif not path.suffix:
+        path = path.with_name(path.name + ".png")
+    fmt = path.suffix[1:].lower()
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in supported:
+        raise ConfigError(f"-o '{out}': matplotlib cannot write '.{path.suffix[1:]}' files; use one of "
+                          f"{', '.join(sorted(supported))}")
+    folder = path.parent
+    if not folder.is_dir():
+        why = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(f"-o '{out}': cannot write '{path}': the folder '{folder}' {why}; "
+                          f"create it first or pick another -o")
+    return path, fmt
+
+
+def save(fig, path: Path, fmt: str) -> Path:
+    """Write the figure to a temporary file beside `path`, then rename it: a failed write leaves
+    no half-written image, and an older one at `path` stays as it was. Returns the file written."""
+    if path.is_symlink():
+        path = path.resolve()  # write the file it points to, not over the link
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format=fmt)
+        os.replace(tmp, path)
+        return path
+    except OSError as e:  # a read-only folder, a full disk, a name the file system refuses
+        raise ConfigError(f"-o: cannot write '{path}': {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_metrics(path: Path) -> list[dict[str, float | None]]:
+    """The rows of a run's metrics.csv, empty cells None; anything that is not the header `step,
+    epoch, metrics...` over rows of numbers is refused, naming the file and the line."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
+    fix = "the file is corrupt: repair or delete that line"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}:{line}: byte 0x{data[e.start]:02x} is not text (metrics.csv holds "
+                          f"comma-separated numbers); {fix}") from None
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise ConfigError(f"{path}:{line}: a NUL byte (metrics.csv holds comma-separated numbers); {fix}")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise ConfigError(f"{path} is empty: it has no header line 'step,epoch,...'; the run has logged "
+                              f"nothing, or the file was cut off")
+        absent = [k for k in FIXED if k not in header]
+        if absent or len(set(header)) != len(header):
+            what = f"has no {absent[0]!r} column" if absent else "names a column twice"
+            raise ConfigError(f"{path}:1: the header {_short(','.join(header))!r} {what}; "
+                              f"it must be 'step,epoch,' then the metric names, each once; {fix}")
+        rows = []
+        for cells in reader:
+            if not cells:
+                continue  # a blank line, as csv.DictReader skips it
+            rows.append(_row(path, reader.line_num, header, cells, fix))
+    except csv.Error as e:
+        raise ConfigError(f"{path}:{reader.line_num}: {e}; {fix}") from None
+    return rows
+
+
+def _row(path: Path, line: int, header: list[str], cells: list[str], fix: str) -> dict[str, float | None]:
+    if len(cells) != len(header):
+        raise ConfigError(f"{path}:{line}: {len(cells)} values under {len(header)} columns "
+                          f"({_short(','.join(cells))!r}); {fix}")
+    row: dict[str, float | None] = {}
+    for key, cell in zip(header, cells):
+        try:
+            value = float(cell) if cell != "" else None
+        except ValueError:
+            raise ConfigError(f"{path}:{line}: column {key!r} holds {_short(cell)!r}, not a number; {fix}") from None
+        # step and epoch place a point on the x axis, in every row; a metric may be empty or nan
+        if key in FIXED and not (value is not None and math.isfinite(value) and value.is_integer() and value >= 0):
+            raise ConfigError(f"{path}:{line}: {key} is {_short(cell)!r}; it must be a whole number >= 0; {fix}")
+        row[key] = value
+    return row
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def axis(x: str, ends: list[dict[int, float]]) -> str:

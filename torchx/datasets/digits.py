@@ -6,6 +6,9 @@ import torch
 
 from torchx.datasets import register
 from torchx.datasets.base import TensorDataModule
+from torchx.errors import ConfigError
+
+N_DIGITS = 1797  # the size of sklearn.datasets.load_digits()
 
 
 @register("digits")
@@ -21,6 +24,16 @@ class Digits(TensorDataModule):
         super().__init__(batch_size=batch_size, num_workers=num_workers, val_split=val_split,
                          pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
                          split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std)
+        # checked here, so a bad value is named before any data is read, not blamed on val_split later
+        valid = f"it must be a whole number of digits from 0 to {N_DIGITS - 1} (at least one is left for training)"
+        if not isinstance(test_split, int) or isinstance(test_split, bool):
+            raise ConfigError(f"test_split={test_split!r} is not a count of test digits; {valid}")
+        if test_split >= N_DIGITS:
+            what = "is all" if test_split == N_DIGITS else "is more than"
+            raise ConfigError(f"test_split={test_split} {what} the {N_DIGITS} digits and leaves none for "
+                              f"training; {valid}")
+        if test_split < 0:
+            raise ConfigError(f"test_split={test_split} is negative; {valid}")
         self.test_split = test_split
 
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -31,4 +44,7 @@ class Digits(TensorDataModule):
         images = torch.from_numpy(bunch.images * (255.0 / 16.0)).round().to(torch.uint8).unsqueeze(1)
         labels = torch.from_numpy(bunch.target).long()
         cut = len(labels) - self.test_split
-        return {"train": (images[:cut], labels[:cut]), "test": (images[cut:], labels[cut:])}
+        data = {"train": (images[:cut], labels[:cut])}
+        if self.test_split:  # test_split=0: no test set (the run says it is untested), not an empty one
+            data["test"] = (images[cut:], labels[cut:])
+        return data

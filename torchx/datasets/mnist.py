@@ -26,9 +26,18 @@ MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
 def read_idx(path: Path) -> torch.Tensor:
     """An IDX file (optionally gzipped) of unsigned bytes as a uint8 tensor; checks header and size."""
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as e:  # BadGzipFile is an OSError; a cut-off stream is an EOFError
-        raise ConfigError(f"{path}: cannot decompress ({e}); the file is truncated or corrupt") from None
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if path.suffix == ".gz":
+        # a bad header is BadGzipFile (an OSError), a cut-off stream EOFError, garbage deflate data
+        # zlib.error (neither); whatever else the decompressor raises means the same: a corrupt file
+        try:
+            raw = gzip.decompress(raw)
+        except Exception as e:
+            reason = str(e).strip() or type(e).__name__
+            raise ConfigError(f"{path}: cannot decompress ({reason}); the file is truncated or corrupt, "
+                              f"replace it with a good copy of the gzipped IDX file") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ConfigError(f"{path} is not an IDX file (bad magic number)")
     if raw[2] != 0x08:
