@@ -315,11 +315,21 @@ def test_override_does_not_mutate_input(base_cfg):
 
 
 def test_override_unknown_key_suggests_and_hints_plus(base_cfg):
-    with pytest.raises(ConfigError, match=r"unknown key 'trainer_params\.max_epoch' "
-                                          r"\(did you mean 'max_epochs'\?\); keys there: max_epochs, "
-                                          r"devices; to add a new key write "
-                                          r"'\+trainer_params\.max_epoch=VALUE'"):
-        apply_overrides(base_cfg, ["trainer_params.max_epoch=3"])
+    """Outside a spec's args, trainer_params and checkpoint, a new key needs `+`."""
+    base_cfg["vars"] = {"width": 8}
+    with pytest.raises(ConfigError, match=r"unknown key 'vars\.widht' "
+                                          r"\(did you mean 'width'\?\); keys there: width; to add a new "
+                                          r"key write '\+vars\.widht=VALUE'"):
+        apply_overrides(base_cfg, ["vars.widht=3"])
+
+
+def test_a_mistyped_trainer_param_is_added_by_the_override_and_refused_by_the_check():
+    from helpers import tiny_config
+
+    cfg = apply_overrides(tiny_config(), ["trainer_params.max_epoch=3"])
+    assert cfg["trainer_params"]["max_epoch"] == 3
+    with pytest.raises(ConfigError, match=r"unknown argument 'max_epoch' \(did you mean 'max_epochs'"):
+        check(cfg)
 
 
 def test_override_unknown_intermediate_key(base_cfg):

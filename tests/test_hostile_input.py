@@ -348,8 +348,10 @@ BAD_TEST_SPLIT = [  # (value, what the message says)
 
 @pytest.mark.parametrize("value, message", BAD_TEST_SPLIT, ids=[repr(v) for v, _ in BAD_TEST_SPLIT])
 def test_digits_refuses_a_bad_test_split_when_built(value, message):
+    """The class's own check, for code that builds it directly (from a config, the registry's type
+    check answers first for values that are not ints)."""
     with pytest.raises(ConfigError) as e:
-        datasets.make({"name": "digits", "args": {"test_split": value}})
+        datasets.registry.get("digits")(test_split=value)
     assert message in str(e.value) and "from 0 to 1796" in str(e.value)
 
 

@@ -39,7 +39,8 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog, description="Train the experiment a YAML config describes.",
         epilog="KEY=VALUE overrides use dotted keys and YAML values, e.g. trainer_params.max_epochs=3; "
-               "+KEY=VALUE adds a key the config does not have.")
+               "a new key under a spec's args, trainer_params or checkpoint needs nothing more "
+               "(data_module.args.download=true); +KEY=VALUE adds a key anywhere else.")
     p.add_argument("--config", help="experiment config (YAML)")
     p.add_argument("--name", help="run name: the run directory is SAVE_DIR/NAME (default: config file stem)")
     p.add_argument("--gpu", help="CUDA device ids, e.g. 0 or 1,2 (several: DDP); default: CPU")
@@ -127,7 +128,7 @@ def prepare(args: argparse.Namespace) -> Run:
 
         check_gpus(args.gpus)
     imported = C.import_modules(cfg)
-    C.check(cfg)
+    C.check(cfg, config_file=args.config if saved is None else None)
     loaded = inspect_checkpoint(ckpt, trust=args.trust_checkpoint) if ckpt is not None else None
     if args.resume is True and loaded is not None and (run_dir / "results.json").is_file() \
             and training_done(loaded, cfg):
@@ -238,7 +239,7 @@ def tool_main(argv: list[str] | None = None) -> int:
             return 0
         cfg = C.load_config(args.file, args.overrides)
         C.import_modules(cfg)
-        C.check(cfg)
+        C.check(cfg, config_file=args.file)
         print(yaml.safe_dump(cfg, sort_keys=False), end="")
         return 0
     except TorchxError as e:

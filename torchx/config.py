@@ -8,21 +8,27 @@ A config moves through these steps, each a plain function on plain dicts:
         c = resolve(c)                    # ${...} interpolation (OmegaConf)
         import_modules(c); check(c)       # user @register lines run, then everything is checked
 
-OmegaConf merges files and resolves interpolation; overrides are walked here so that a
-mistyped key gets a message with close matches instead of silently creating a new key.
+OmegaConf resolves interpolation; merging and overrides are walked here so that a mistyped
+key gets a message with close matches instead of silently creating a new key (keys under a
+spec's `args`, `trainer_params` and `checkpoint` may be added: the signature checks them).
+
+Reading a config costs little whatever the file holds: files and values are bounded in size
+and nesting, YAML aliases and `${...}` interpolations in how far they expand.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import itertools
 import json
 import os
 import re
 import sys
+import sysconfig
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +37,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from torchx.errors import ConfigError, TorchxError
-from torchx.registry import Registry, close_matches
+from torchx.registry import Registry, UnknownArgumentError, close_matches
 
 # Every top-level key a config may have, and what it is for (shown in `unknown key` errors).
 TOP_LEVEL_KEYS = {
@@ -50,12 +56,68 @@ REQUIRED_KEYS = ("data_module", "train_wrapper")
 # Extra keys a scheduler spec may carry besides name/args, with Lightning's meaning.
 SCHED_KEYS = ("interval", "frequency", "monitor", "strict")
 
+# What reading one config may cost: a config is a page of settings, not a data file.
+MAX_CONFIG_BYTES = 1 << 20  # 1 MiB, for a file and for a command-line value
+MAX_DEPTH = 64  # nested mappings and lists
+MAX_ALIAS_NODES = 10_000  # nodes that YAML aliases (*name) repeat, all together
+MAX_INTERPOLATED_CHARS = 1_000_000  # characters one ${...} value expands to
+MAX_INTERPOLATIONS = 10_000  # ${...} references OmegaConf follows to resolve a config
+SEED_MAX = 2**32 - 1  # numpy's and Lightning's largest seed
+
 
 # ---------------------------------------------------------------- YAML reading
 
 
+class _Refused(yaml.MarkedYAMLError):
+    """YAML that is well-formed but costs more than a config may (too deep, aliases expanding too far)."""
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe loader that reads 1e-4 as a float (YAML 1.2) and refuses duplicate keys."""
+    """Safe loader that reads 1e-4 as a float (YAML 1.2), refuses duplicate keys, nesting deeper
+    than MAX_DEPTH and aliases that repeat more than MAX_ALIAS_NODES nodes ("billion laughs")."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> nodes in it once its aliases are expanded
+        self._repeated = 0  # nodes reached through aliases so far
+
+    def compose_node(self, parent: Any, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            node = self.anchors.get(event.anchor)
+            if node is not None:
+                size = self._sizes.get(id(node))
+                if size is None:
+                    raise _Refused(problem=f"alias '*{event.anchor}' refers to a node that contains it; "
+                                           f"a config cannot hold a recursive structure",
+                                   problem_mark=event.start_mark)
+                self._repeated += size
+                if self._repeated > MAX_ALIAS_NODES:
+                    raise _Refused(problem=f"YAML aliases repeat more than {MAX_ALIAS_NODES} nodes (at "
+                                           f"'*{event.anchor}', which alone holds {size}); anchors and aliases "
+                                           f"may repeat a setting, not build a structure this large",
+                                   problem_mark=event.start_mark)
+            return super().compose_node(parent, index)
+        nests = isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent))
+        if nests:
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                raise _Refused(problem=f"nesting deeper than {MAX_DEPTH} levels of mappings and lists",
+                               problem_mark=event.start_mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            if nests:
+                self._depth -= 1
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        self._sizes[id(node)] = 1 + sum(self._sizes.get(id(c), 1) for c in children)
+        return node
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -96,10 +158,24 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping
 
 def parse_value(text: str, what: str = "value") -> Any:
     """A command-line value as YAML: '3' -> 3, '1e-4' -> 0.0001, '[1,2]' -> [1, 2], 'a' -> 'a'."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} is {size} bytes long, more than the {MAX_CONFIG_BYTES} bytes (1 MiB) "
+                          f"a value may have")
     try:
         return yaml.load(text, Loader=_Loader) if text.strip() else ""
+    except _Refused as e:
+        raise ConfigError(f"{what} {_short(text)} is refused: {_yaml_problem(e)}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{what} {text!r} is not valid YAML: {_yaml_problem(e)}") from None
+        raise ConfigError(f"{what} {_short(text)} is not valid YAML: {_yaml_problem(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {_short(text)} nests too deeply to read") from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr(value), cut to about `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:
@@ -109,13 +185,21 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
-    """One YAML file as a dict; syntax errors name the file and the line."""
+    """One YAML file as a dict; syntax errors name the file and the line. A file over 1 MiB,
+    nesting deeper than MAX_DEPTH or aliases repeating more than MAX_ALIAS_NODES nodes is refused."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist" if not path.exists()
                           else f"config '{path}' is not a file")
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # never more than the bound, whatever the file is
+        if len(raw) > MAX_CONFIG_BYTES:
+            size = path.stat().st_size
+            shown = f"{size} bytes" if size > MAX_CONFIG_BYTES else f"more than {MAX_CONFIG_BYTES} bytes"
+            raise ConfigError(f"config '{path}' is {shown}, more than the {MAX_CONFIG_BYTES} bytes (1 MiB) "
+                              f"a config file may have")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config '{path}': {e}") from None
     try:
@@ -124,7 +208,10 @@ def read_yaml(path: str | os.PathLike) -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+        kind = "" if isinstance(e, _Refused) else "YAML syntax error: "
+        raise ConfigError(f"{where}: {kind}{problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nests too deeply to read (more than {MAX_DEPTH} levels)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -160,8 +247,11 @@ def merge(*configs: dict) -> dict:
     OmegaConf.merge is not used: it refuses to put a list where a dict was.
     """
     merged: dict = {}
-    for cfg in configs:
-        merged = _merge2(merged, cfg)
+    try:
+        for cfg in configs:
+            merged = _merge2(merged, cfg)
+    except RecursionError:
+        raise ConfigError(f"configs nest too deeply to merge (more than {MAX_DEPTH} levels)") from None
     return merged
 
 
@@ -178,26 +268,80 @@ def _merge2(a: Any, b: Any) -> Any:
 
 def load(path: str | os.PathLike, _stack: tuple[Path, ...] = ()) -> dict:
     """Read `path`, merging its `_base_` file(s) (relative to it) under it, recursively."""
-    path = Path(path).resolve() if _stack else Path(path)
+    try:
+        return _load(Path(path), tuple(_stack))
+    except RecursionError:
+        raise ConfigError(f"{path}: its _base_ files nest too deeply to load") from None
+
+
+def _load(path: Path, stack: tuple[Path, ...]) -> dict:
+    path = path.resolve() if stack else path
+    data, bases = _read_with_bases(path, stack)
+    parents = [_load(base, (*stack, path.resolve())) for base in bases]
+    return merge(*parents, _plain(data, path))
+
+
+def _read_with_bases(path: Path, stack: tuple[Path, ...]) -> tuple[dict, list[Path]]:
+    """The file's own keys (without `_base_`) and the paths of its `_base_` files."""
     real = path.resolve()
-    if real in _stack:
-        chain = " -> ".join(str(p) for p in (*_stack, real))
+    if real in stack:
+        chain = " -> ".join(str(p) for p in (*stack, real))
         raise ConfigError(f"_base_ cycle: {chain}")
+    if len(stack) >= MAX_DEPTH:
+        raise ConfigError(f"{stack[0]}: its _base_ files nest more than {MAX_DEPTH} deep (reached {path})")
     data = read_yaml(path)
     bases = data.pop("_base_", None)
     if bases is None:
-        return _plain(data, path)
+        return data, []
     if isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise ConfigError(f"{path}: _base_ must be a file name or a list of file names, got {bases!r}")
-    parents = []
+    paths = []
     for base in bases:
         base_path = real.parent / base
         if not base_path.exists():
             raise ConfigError(f"{path}: _base_ file '{base}' not found (looked for {base_path})")
-        parents.append(load(base_path, (*_stack, real)))
-    return merge(*parents, _plain(data, path))
+        paths.append(base_path)
+    return data, paths
+
+
+def inherited_keys(path: str | os.PathLike) -> set[str]:
+    """Dotted keys of `load(path)` ('train_wrapper.args.model_spec.args.in_dim', 'callbacks.0.name')
+    whose values come from `_base_` files rather than from `path` itself."""
+    return set(_inherited(Path(path))[1])
+
+
+def _inherited(path: Path) -> tuple[set[str], dict[str, Path]]:
+    """(the dotted keys `path` writes itself, {each inherited dotted key: the _base_ file writing it})."""
+    own = _keys(_read_with_bases(path, ())[0])
+    return own, {k: f for k, f in _provenance(path).items() if k not in own}
+
+
+def _provenance(path: Path, stack: tuple[Path, ...] = ()) -> dict[str, Path]:
+    """Every dotted key of load(path) -> the file that writes the value it has there."""
+    data, bases = _read_with_bases(path, stack)
+    found = {key: path for key in _keys(data)}
+    parents = [_provenance(base, (*stack, path.resolve())) for base in bases]
+    for key in _keys(load(path)) - found.keys():
+        for parent in reversed(parents):  # the last base to give a key is the one that wins
+            if key in parent:
+                found[key] = parent[key]
+                break
+    return found
+
+
+def _keys(node: Any, prefix: str = "") -> set[str]:
+    """The dotted keys of every value in a tree of dicts and lists, `_delete_` markers left out."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    keys = set()
+    for k, v in items:
+        if k == "_delete_":
+            continue
+        key = f"{prefix}{k}"
+        keys.add(key)
+        keys |= _keys(v, key + ".")
+    return keys
 
 
 def _plain(data: dict, path: Path) -> dict:
@@ -220,38 +364,79 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
 
 
 def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
-    """Apply `a.b.c=VALUE` (key must exist) and `+a.b.c=VALUE` (key must not) to a copy of cfg.
+    """Apply `a.b.c=VALUE` and `+a.b.c=VALUE` (the key must not exist yet) to a copy of cfg.
 
+    Without `+` the key must exist, unless it is new in a spec's `args` or in `trainer_params`
+    or `checkpoint` (`data_module.args.download=true`): `check` then holds it against the
+    constructor's signature, so a typo is still named. Elsewhere a new key needs `+`.
     `key_=[v1,v2]` turns an existing `key` into a sweep key. Values are parsed as YAML and
     replace what was there (a dict value replaces the whole section).
     """
-    cfg = copy.deepcopy(cfg)
+    try:
+        cfg = copy.deepcopy(cfg)
+    except RecursionError:
+        raise ConfigError(f"the config nests too deeply (more than {MAX_DEPTH} levels)") from None
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key or key == "+":
-            raise ConfigError(f"override '{item}' is not KEY=VALUE (e.g. trainer_params.max_epochs=3, "
+            raise ConfigError(f"override '{_cut(item)}' is not KEY=VALUE (e.g. trainer_params.max_epochs=3, "
                               f"or +new.key=VALUE to add a key)")
         add = key.startswith("+")
         key = key[1:] if add else key
         if not _KEY_RE.match(key):
-            raise ConfigError(f"override key '{key}' is not a dotted key like 'a.b.c'")
-        _set(cfg, key, parse_value(raw, f"value of '{key}'"), add)
+            raise ConfigError(f"override key '{_cut(key)}' is not a dotted key like 'a.b.c'")
+        if key.count(".") >= MAX_DEPTH:
+            raise ConfigError(f"override key '{_cut(key)}' has {key.count('.') + 1} parts; a config nests "
+                              f"at most {MAX_DEPTH} levels")
+        _set(cfg, key, parse_value(raw, f"value of '{_cut(key)}'"), add)
+    deep = _too_deep(cfg)
+    if deep is not None:
+        raise ConfigError(f"overrides make the config nest deeper than {MAX_DEPTH} levels (at "
+                          f"'{_cut(_dotted(deep))}')")
     return cfg
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+# Top-level sections that are keyword arguments of a Lightning class: a new key needs no `+`.
+OPEN_SECTIONS = ("trainer_params", "checkpoint")
+
+
+def _is_spec(node: Any) -> bool:
+    return isinstance(node, dict) and ("name" in node or "name_" in node)
+
+
+def _may_add(parts: list[str], i: int, trail: list[Any]) -> bool:
+    """Whether `parts[i]`, missing from `trail[i]` (the node at parts[:i]), may be added without `+`:
+    the last key of the override in a spec's args or in trainer_params or checkpoint, a spec's
+    missing `args`, or a missing trainer_params or checkpoint on the way to a key of theirs."""
+    last = i == len(parts) - 1
+    if i == 0:
+        return parts[0] in OPEN_SECTIONS and not last
+    if parts[i] == "args" and _is_spec(trail[i]):
+        return True
+    if not last:
+        return False
+    return (i == 1 and parts[0] in OPEN_SECTIONS) or (parts[i - 1] == "args" and _is_spec(trail[i - 1]))
 
 
 def _set(cfg: dict, key: str, value: Any, add: bool) -> None:
     parts = key.split(".")
     node: Any = cfg
+    trail = [cfg]  # trail[i]: the node at parts[:i]
     for depth, part in enumerate(parts[:-1]):
         here = ".".join(parts[: depth + 1])
-        node = _child(node, part, here, key, add)
+        node = _child(node, part, here, key, add or _may_add(parts, depth, trail))
+        trail.append(node)
     leaf, where = parts[-1], key
     if isinstance(node, list):
         node[_index(node, leaf, where)] = value
         return
     if not isinstance(node, dict):
         parent = ".".join(parts[:-1])
-        raise ConfigError(f"override '{key}': '{parent}' holds {node!r}, not a section with keys")
+        raise ConfigError(f"override '{key}': '{parent}' holds {_short(node)}, not a section with keys")
     if leaf.endswith("_") and not add and leaf not in node and leaf[:-1] in node:
         _rename(node, leaf[:-1], leaf, value)  # `lr_=[...]` sweeps over an existing `lr`
     elif leaf in node:
@@ -259,20 +444,20 @@ def _set(cfg: dict, key: str, value: Any, add: bool) -> None:
             raise ConfigError(f"override '+{key}': '{key}' already exists; write '{key}=VALUE' "
                               f"to change it")
         node[leaf] = value
-    elif add:
+    elif add or _may_add(parts, len(parts) - 1, trail):
         node[leaf] = value
     else:
         raise ConfigError(_unknown_key(key, leaf, node) + f"; to add a new key write '+{key}=VALUE'")
 
 
-def _child(node: Any, part: str, here: str, key: str, add: bool) -> Any:
+def _child(node: Any, part: str, here: str, key: str, create: bool) -> Any:
     if isinstance(node, list):
         return node[_index(node, part, here)]
     if not isinstance(node, dict):
-        raise ConfigError(f"override '{key}': '{here.rpartition('.')[0]}' holds {node!r}, "
+        raise ConfigError(f"override '{key}': '{here.rpartition('.')[0]}' holds {_short(node)}, "
                           f"not a section with keys")
-    if part not in node or (node[part] is None and add):
-        if not add:
+    if part not in node or (node[part] is None and create):
+        if not create:
             raise ConfigError(_unknown_key(here, part, node) + f"; to add a new key write '+{key}=VALUE'")
         node[part] = {}
     return node[part]
@@ -392,11 +577,186 @@ def _dotted(path: tuple) -> str:
 
 
 def resolve(cfg: dict) -> dict:
-    """Resolve ${a.b} interpolations; the result is a plain dict with no references left."""
+    """Resolve ${a.b} interpolations; the result is a plain dict with no references left.
+
+    Before OmegaConf follows them, the references are walked here: a cycle is named whole, and
+    a value that would expand too far (strings of copies of copies) is refused.
+    """
+    deep = _too_deep(cfg)
+    if deep is not None:
+        raise ConfigError(f"the config nests deeper than {MAX_DEPTH} levels (at '{_cut(_dotted(deep))}')")
+    check_interpolations(cfg)
     try:
         return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
     except OmegaConfBaseException as e:
         raise ConfigError(f"interpolation failed: {_omegaconf_problem(e)}") from None
+    except RecursionError:
+        raise ConfigError("interpolation failed: the references nest too deeply to resolve") from None
+
+
+def _too_deep(node: Any) -> tuple | None:
+    """The path of a mapping or list nested deeper than MAX_DEPTH, or None."""
+    stack = [(node, (), 1)] if isinstance(node, (dict, list)) else []
+    while stack:
+        here, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return path
+        for k, v in here.items() if isinstance(here, dict) else enumerate(here):
+            if isinstance(v, (dict, list)):
+                stack.append((v, (*path, k), depth + 1))
+    return None
+
+
+_ESCAPE = re.compile(r"(\\*)\$\{")
+_INNERMOST = re.compile(r"\$\{([^${}]*)\}")  # an interpolation with none inside it
+_OPAQUE = "\x00"  # stands for a resolved ${...} while the string is scanned
+
+
+def check_interpolations(cfg: dict) -> None:
+    """Refuse ${...} references that form a cycle (naming it: a -> b -> a) or that would make
+    OmegaConf build more than MAX_INTERPOLATED_CHARS characters for one value or follow more
+    than MAX_INTERPOLATIONS references; found by walking them, without resolving anything."""
+    parsed: dict[tuple, tuple[int, list[tuple], int]] = {}
+    cost: dict[tuple, tuple[int, int]] = {}  # path -> (characters, references followed)
+    total = 0
+    for path, value in _leaves(cfg):
+        if not (isinstance(value, str) and "${" in value):
+            continue
+        _walk_references(cfg, path, parsed, cost)
+        total += cost[path][1]
+        if total > MAX_INTERPOLATIONS:
+            raise ConfigError(f"the config's ${{...}} interpolations follow more than {MAX_INTERPOLATIONS} "
+                              f"references in all (counted up to '{_dotted(path)}'); use fewer or "
+                              f"write the values out")
+
+
+def _leaves(cfg: Any) -> Iterator[tuple[tuple, Any]]:
+    stack: list[tuple[tuple, Any]] = [((), cfg)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, (dict, list)):
+            items = list(node.items() if isinstance(node, dict) else enumerate(node))
+            stack.extend(((*path, k), v) for k, v in reversed(items))
+        else:
+            yield path, node
+
+
+def _walk_references(cfg: dict, start: tuple, parsed: dict, cost: dict) -> None:
+    """Depth-first from `start` through what its value refers to, filling `cost` bottom-up."""
+    stack = [(start, iter(_successors(cfg, start, parsed)))]
+    on_stack = {start: 0}
+    while stack:
+        path, successors = stack[-1]
+        for nxt in successors:
+            if nxt in cost:
+                continue
+            if nxt in on_stack:
+                chain = [p for p, _ in stack[on_stack[nxt]:]] + [nxt]
+                raise ConfigError(f"interpolation cycle: {' -> '.join(_dotted(p) or '(root)' for p in chain)}; "
+                                  f"a value cannot depend on itself")
+            on_stack[nxt] = len(stack)
+            stack.append((nxt, iter(_successors(cfg, nxt, parsed))))
+            break
+        else:
+            stack.pop()
+            del on_stack[path]
+            cost[path] = _cost(cfg, path, parsed, cost)
+
+
+def _successors(cfg: dict, path: tuple, parsed: dict) -> list[tuple]:
+    value = _walk(cfg, path)
+    if isinstance(value, dict):
+        return [(*path, k) for k in value]
+    if isinstance(value, list):
+        return [(*path, i) for i in range(len(value))]
+    if isinstance(value, str) and "${" in value:
+        if path not in parsed:
+            parsed[path] = _parse_interpolations(cfg, path, value)
+        return list(dict.fromkeys(parsed[path][1]))
+    return []
+
+
+def _cost(cfg: dict, path: tuple, parsed: dict, cost: dict) -> tuple[int, int]:
+    value = _walk(cfg, path)
+    if isinstance(value, (dict, list)):
+        children = [cost[c] for c in _successors(cfg, path, parsed)]
+        return sum(c for c, _ in children) + len(children), sum(r for _, r in children)
+    if path not in parsed:
+        return len(str(value)), 0
+    literal, targets, references = parsed[path]
+    chars = literal + sum(cost[t][0] for t in targets)
+    followed = references + sum(cost[t][1] for t in targets)
+    where = f"'{_dotted(path)}' ({_short(value)})"
+    if chars > MAX_INTERPOLATED_CHARS:
+        raise ConfigError(f"interpolation at {where} expands to more than {MAX_INTERPOLATED_CHARS} characters; "
+                          f"a config value may not be built from that many copies")
+    if followed > MAX_INTERPOLATIONS:
+        raise ConfigError(f"interpolation at {where} follows more than {MAX_INTERPOLATIONS} references "
+                          f"to expand (copies of copies); a config value may not be built that way")
+    return chars, followed
+
+
+def _parse_interpolations(cfg: dict, path: tuple, text: str) -> tuple[int, list[tuple], int]:
+    """(characters outside ${...}, paths of the values referred to, references) of one string.
+
+    Innermost ${...} first, as OmegaConf reads them; `${a.${b}}` refers to b (and to a key
+    known only once b is resolved, left to OmegaConf). `\\${...}` is text, not a reference.
+    """
+    def unescape(m: re.Match) -> str:
+        slashes = len(m.group(1))
+        return "\\" * (slashes // 2) + ("$" + _OPAQUE if slashes % 2 else "${")
+
+    text = _ESCAPE.sub(unescape, text)
+    targets: list[tuple] = []
+    references = extra = 0
+    for _ in range(MAX_DEPTH + 1):
+        found = False
+
+        def step(m: re.Match) -> str:
+            nonlocal found, references, extra
+            found = True
+            body = m.group(1).strip()
+            if ":" in body:  # a resolver call (oc.env:HOME): its result's length is unknown
+                extra += len(body)
+            elif _OPAQUE not in body:
+                references += 1
+                target = _target(cfg, path, body)
+                if target is not None:
+                    targets.append(target)
+            return _OPAQUE
+
+        text = _INNERMOST.sub(step, text)
+        if not found:
+            return len(text) - text.count(_OPAQUE) + extra, targets, references
+    raise ConfigError(f"interpolations at '{_dotted(path)}' nest more than {MAX_DEPTH} levels deep "
+                      f"(${{a.${{b.${{...}}}}}})")
+
+
+def _target(cfg: dict, here: tuple, body: str) -> tuple | None:
+    """The path `body` (absolute 'a.b[0]' or relative '..a') refers to from the value at `here`;
+    where the path passes through another interpolation, that one's path. None: not found."""
+    dots = len(body) - len(body.lstrip("."))
+    segments = re.findall(r"[^.\[\]]+", body[dots:])
+    if not segments and not dots or dots > len(here):
+        return None
+    path = list(here[:-dots] if dots else ())
+    node = _walk(cfg, tuple(path))
+    for seg in segments:
+        if isinstance(node, str) and "${" in node:
+            break
+        if isinstance(node, dict):
+            key = seg if seg in node else int(seg) if re.fullmatch(r"-?[0-9]+", seg) and int(seg) in node else None
+            if key is None:
+                return None
+        elif isinstance(node, list):
+            if not re.fullmatch(r"-?[0-9]+", seg) or not -len(node) <= int(seg) < len(node):
+                return None
+            key = int(seg) % len(node)
+        else:
+            return None
+        node = node[key]
+        path.append(key)
+    return tuple(path)
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
@@ -433,7 +793,12 @@ def import_modules(cfg: dict) -> list[str]:
             raise ConfigError(f"imports: importing '{name}' failed: {_where(e)}") from None
         except TorchxError as e:
             raise ConfigError(f"imports: importing '{name}' failed: {e}") from None
-        except Exception as e:  # user code: report it, do not crash with a traceback
+        except KeyboardInterrupt:
+            raise
+        except SystemExit as e:  # sys.exit() at import time: even exit(0) would end the run unexplained
+            raise ConfigError(f"imports: importing '{name}' raised SystemExit({e.code!r}){_at(e)}; a module "
+                              f"listed under imports must define things, not exit") from None
+        except BaseException as e:  # user code: report it, do not crash with a traceback
             raise ConfigError(f"imports: importing '{name}' failed: {_where(e)}") from None
         if getattr(module, "__file__", None):
             files.append(module.__file__)
@@ -443,9 +808,17 @@ def import_modules(cfg: dict) -> list[str]:
 def _where(e: BaseException) -> str:
     if isinstance(e, SyntaxError):
         return f"SyntaxError: {e.msg} ({e.filename}, line {e.lineno})"
+    return f"{type(e).__name__}: {e}{_at(e)}"
+
+
+def _at(e: BaseException) -> str:
+    """' (file, line N)' of the innermost frame that raised `e`, outside Python's own library
+    where there is one (`exit(0)` is raised in _sitebuiltins.py, but written in the user's file)."""
     frames = traceback.extract_tb(e.__traceback__)
-    at = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
-    return f"{type(e).__name__}: {e}{at}"
+    stdlib = sysconfig.get_paths()["stdlib"]
+    own = [f for f in frames if not f.filename.startswith(("<frozen", stdlib))]
+    frame = (own or frames)[-1] if frames else None
+    return f" ({frame.filename}, line {frame.lineno})" if frame else ""
 
 
 # ---------------------------------------------------------------- checks
@@ -479,8 +852,53 @@ SUPPLIED = {"optimizer": ("params",), "lr_scheduler": ("optimizer",)}
 NOT_LOGGABLE = ("loss", "acc")  # names the wrapper logs itself
 
 
-def check(cfg: dict) -> None:
-    """Everything that can be checked before building: keys, names, arguments, types."""
+# hint(dotted key, dotted mapping) -> what to add to a message about that key ('' for nothing)
+Hint = Callable[[str, str], str]
+
+
+def _no_hint(key: str, mapping: str) -> str:
+    return ""
+
+
+def _base_hint(config_file: str | os.PathLike | None) -> Hint:
+    """For a key that `config_file` inherits from a `_base_` file: say so, and how to replace it."""
+    if config_file is None:
+        return _no_hint
+
+    @functools.cache
+    def origins() -> tuple[set[str], dict[str, Path]]:
+        try:
+            return _inherited(Path(config_file))
+        except ConfigError:  # the file changed or went away since: no hint rather than a wrong one
+            return set(), {}
+
+    def hint(key: str, mapping: str) -> str:
+        own, inherited = origins()
+        if key not in inherited:
+            return ""
+        said = (f"; '{key.rpartition('.')[2]}' is inherited from the _base_ file '{_relative(inherited[key])}', "
+                f"not written in '{config_file}'")
+        if mapping not in own and mapping.rpartition(".")[0] not in own:
+            return said  # the file does not touch that mapping: the base alone is wrong
+        return f"{said}: write `_delete_: true` in '{mapping}' to replace the base's mapping instead of merging into it"
+
+    return hint
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def check(cfg: dict, config_file: str | os.PathLike | None = None) -> None:
+    """Everything that can be checked before building: keys, names, arguments, types.
+
+    `config_file`: the file `cfg` was loaded from; an unknown argument it inherits from a
+    `_base_` file is then named as such, with the `_delete_: true` that replaces it.
+    """
+    hint = _base_hint(config_file)
     if not isinstance(cfg, dict):
         raise ConfigError(f"a config must be a mapping, got {type(cfg).__name__}")
     for key in cfg:
@@ -493,25 +911,26 @@ def check(cfg: dict) -> None:
             raise ConfigError(f"the config has no '{key}' section ({TOP_LEVEL_KEYS[key]}); "
                               f"every config needs {' and '.join(REQUIRED_KEYS)}")
     seed = cfg.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ConfigError(f"seed must be a non-negative integer or null, got {seed!r}")
-    _check_spec(cfg["data_module"], "data_module", spec_registry("data_module"))
-    _check_spec(cfg["train_wrapper"], "train_wrapper", spec_registry("train_wrapper"))
-    _check_metrics(cfg)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX):
+        raise ConfigError(f"seed must be a non-negative integer or null, got {_short(seed)}; a seed is an int "
+                          f"from 0 to 2**32-1 = {SEED_MAX}")
+    _check_spec(cfg["data_module"], "data_module", spec_registry("data_module"), hint)
+    _check_spec(cfg["train_wrapper"], "train_wrapper", spec_registry("train_wrapper"), hint)
+    _check_metrics(cfg, hint)
     callbacks = cfg.get("callbacks") or []
     if not isinstance(callbacks, list):
         raise ConfigError(f"callbacks must be a list of {{name, args}} specs, got {callbacks!r}")
     for i, spec in enumerate(callbacks):
-        _check_spec(spec, f"callbacks.{i}", spec_registry("callbacks"))
+        _check_spec(spec, f"callbacks.{i}", spec_registry("callbacks"), hint)
     _check_kwargs(cfg.get("trainer_params"), "trainer_params", _trainer_class,
                   reserved={"logger": "torchx sets the TensorBoard logger itself",
-                            "default_root_dir": "the run directory is --save-dir/--name"})
+                            "default_root_dir": "the run directory is --save-dir/--name"}, hint=hint)
     _check_trainer_types(cfg.get("trainer_params") or {})
     _check_kwargs(cfg.get("checkpoint"), "checkpoint", _checkpoint_class,
-                  reserved={"dirpath": "checkpoints always go to <run dir>/ckpt"})
+                  reserved={"dirpath": "checkpoints always go to <run dir>/ckpt"}, hint=hint)
 
 
-def _check_spec(spec: Any, where: str, registry: Registry) -> None:
+def _check_spec(spec: Any, where: str, registry: Registry, hint: Hint = _no_hint) -> None:
     if not isinstance(spec, dict) or "name" not in spec:
         raise ConfigError(f"{where} must be a spec {{name: ..., args: {{...}}}}, got {spec!r}")
     allowed = ("name", "args", *(SCHED_KEYS if registry.kind == "lr_scheduler" else ()))
@@ -523,6 +942,8 @@ def _check_spec(spec: Any, where: str, registry: Registry) -> None:
         _check_sched_keys(spec, where)
     try:
         registry.check(spec, supplied=SUPPLIED.get(registry.kind, ()))
+    except UnknownArgumentError as e:
+        raise ConfigError(f"{where}: {e}{hint(f'{where}.args.{e.argument}', f'{where}.args')}") from None
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     for key, value in (spec.get("args") or {}).items():
@@ -531,12 +952,12 @@ def _check_spec(spec: Any, where: str, registry: Registry) -> None:
             continue
         if isinstance(value, list) and nested.kind == "lr_scheduler":  # schedulers may be chained
             for i, item in enumerate(value):
-                _check_spec(item, f"{where}.args.{key}.{i}", nested)
+                _check_spec(item, f"{where}.args.{key}.{i}", nested, hint)
         else:
-            _check_spec(value, f"{where}.args.{key}", nested)
+            _check_spec(value, f"{where}.args.{key}", nested, hint)
 
 
-def _check_metrics(cfg: dict) -> None:
+def _check_metrics(cfg: dict, hint: Hint = _no_hint) -> None:
     specs = cfg.get("metrics")
     if specs is None:
         return
@@ -544,7 +965,7 @@ def _check_metrics(cfg: dict) -> None:
         raise ConfigError(f"metrics must be a list of {{name, args}} specs, got {specs!r}")
     seen = set()
     for i, spec in enumerate(specs):
-        _check_spec(spec, f"metrics.{i}", spec_registry("metrics"))
+        _check_spec(spec, f"metrics.{i}", spec_registry("metrics"), hint)
         if spec["name"] in seen or spec["name"] in NOT_LOGGABLE:
             raise ConfigError(f"metrics.{i}: '{spec['name']}' is listed twice or clashes with the wrapper's own "
                               f"{'/'.join(NOT_LOGGABLE)}; each metric is logged as val/<name>, so names must differ")
@@ -643,7 +1064,8 @@ def check_val_interval(params: dict, train_batches: int) -> None:
                           f"epoch, or set check_val_every_n_epoch=null to count batches across epochs")
 
 
-def _check_kwargs(section: Any, where: str, cls: Callable[[], type], reserved: dict[str, str]) -> None:
+def _check_kwargs(section: Any, where: str, cls: Callable[[], type], reserved: dict[str, str],
+                  hint: Hint = _no_hint) -> None:
     if section is None:
         return
     if not isinstance(section, dict):
@@ -655,5 +1077,8 @@ def _check_kwargs(section: Any, where: str, cls: Callable[[], type], reserved: d
     registry.register(where)(cls())
     try:
         registry.check({"name": where, "args": section})
+    except UnknownArgumentError as e:
+        message = str(e).replace(f"{where} '{where}'", where)
+        raise ConfigError(message + hint(f"{where}.{e.argument}", where)) from None
     except ConfigError as e:
         raise ConfigError(str(e).replace(f"{where} '{where}'", where)) from None

@@ -98,7 +98,7 @@ def refuse_session_options(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- planning
 
 
-def plan(cfg: dict) -> list[Experiment]:
+def plan(cfg: dict, config_file: str | None = None) -> list[Experiment]:
     """Every combination, resolved, its imports imported and checked: a typo fails here, before
     anything exists on disk, naming the experiment it is in."""
     experiments, seen = [], set()
@@ -106,7 +106,7 @@ def plan(cfg: dict) -> list[Experiment]:
         try:
             resolved = C.resolve(c)
             C.import_modules(resolved)
-            C.check(resolved)
+            C.check(resolved, config_file=config_file)
         except ConfigError as e:
             raise ConfigError(f"experiment {i} ({name}): {e}") from None
         experiments.append(Experiment(i, folder_name(name, i, seen), params, resolved))
@@ -293,7 +293,7 @@ def main(args: argparse.Namespace, prog: str, loop: str, argv: list[str]) -> int
         compare(doc, cfg, folder, from_file=bool(args.config))
     elif not C.sweep_keys(cfg):
         raise ConfigError(f"'{args.config}' has no sweep keys; it is a single run, not a session")
-    experiments = plan(cfg)
+    experiments = plan(cfg, config_file=args.config)
     if args.gpus:
         from torchx.build import check_gpus
 
