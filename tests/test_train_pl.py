@@ -132,7 +132,7 @@ def test_every_shipped_config_runs_a_few_batches(config, tmp_path, monkeypatch):
     argv = ["--config", str(config), "--save-dir", "save", "trainer_params.max_epochs=1",
             "+trainer_params.limit_train_batches=2", "+trainer_params.limit_val_batches=1",
             "+trainer_params.limit_test_batches=1", "+trainer_params.enable_progress_bar=false"]
-    if cfg["data_module"]["name"] == "mnist":
+    if cfg["data_module"]["name"] in ("mnist", "fashion_mnist"):  # the fake files are valid for both
         argv.append(f"data_module.args.root_dir={mnist}")
         if "val_split" not in cfg["data_module"]["args"]:  # the default 5000 exceeds the fake set
             argv.append("+data_module.args.val_split=32")

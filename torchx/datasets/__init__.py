@@ -12,4 +12,4 @@ registry = Registry("dataset")
 register = registry.register
 make = registry.make
 
-from torchx.datasets import digits, mnist, synthetic  # noqa: E402,F401  (built-ins register themselves)
+from torchx.datasets import cifar, digits, fashion_mnist, mnist, synthetic  # noqa: E402,F401  (built-ins register themselves)
