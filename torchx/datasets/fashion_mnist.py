@@ -9,11 +9,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import torch
-
 from torchx.datasets import register
-from torchx.datasets.base import TensorDataModule
-from torchx.datasets.mnist import FILES, find_file, read_idx
+from torchx.datasets.mnist import FILES, MNIST, find_file
 from torchx.errors import ConfigError
 
 STEMS = tuple(FILES)  # train-images-idx3-ubyte, ..., the same four names as MNIST's
@@ -56,51 +53,27 @@ def download(root: Path) -> None:
 
 
 @register("fashion_mnist")
-class FashionMNIST(TensorDataModule):
+class FashionMNIST(MNIST):
     """Fashion-MNIST (60k train, 10k test, 28x28 greyscale, 10 kinds of clothing) from its IDX files.
 
     The four files (gzipped or not) are read from `root_dir` or its `FashionMNIST/raw/`.
     """
 
     mean, std = 0.2860, 0.3530
+    title = "Fashion-MNIST"
+    max_label = 9
 
     def __init__(self, root_dir: str = "./load/fashion_mnist", batch_size: int = 64, num_workers: int = 0,
                  val_split: float = 5000, pin_memory: bool = False, download: bool = False,
                  shuffle: bool = True, drop_last: bool = False, split_seed: int = 0,
                  eval_batch_size: int | None = None, mean: float | None = None,
                  std: float | None = None) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, val_split=val_split,
-                         pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
+        super().__init__(root_dir=root_dir, batch_size=batch_size, num_workers=num_workers, val_split=val_split,
+                         pin_memory=pin_memory, download=download, shuffle=shuffle, drop_last=drop_last,
                          split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std)
-        self.root_dir = Path(root_dir)
-        self.download = download
 
-    def missing(self) -> list[str]:
-        return [stem for stem in STEMS if find(self.root_dir, stem) is None]
+    def find(self, stem: str) -> Path | None:
+        return find(self.root_dir, stem)
 
-    def prepare_data(self) -> None:
-        if self.download and self.missing():
-            download(self.root_dir)
-
-    def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        missing = self.missing()
-        if missing and self.download:
-            download(self.root_dir)
-            missing = self.missing()
-        if missing:
-            raise ConfigError(
-                f"Fashion-MNIST files missing in '{self.root_dir}': {', '.join(m + '.gz' for m in missing)}. "
-                f"Copy the four IDX files (gzipped or not) into that folder, point "
-                f"data_module.args.root_dir at them, or set data_module.args.download=true")
-        data = {}
-        for split, prefix in (("train", "train"), ("test", "t10k")):
-            images = read_idx(find(self.root_dir, f"{prefix}-images-idx3-ubyte"))
-            labels = read_idx(find(self.root_dir, f"{prefix}-labels-idx1-ubyte"))
-            if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
-                raise ConfigError(f"Fashion-MNIST {split} files in '{self.root_dir}' disagree: images "
-                                  f"{list(images.shape)}, labels {list(labels.shape)}")
-            if len(labels) and int(labels.max()) > 9:
-                raise ConfigError(f"{find(self.root_dir, f'{prefix}-labels-idx1-ubyte')}: label "
-                                  f"{int(labels.max())} is out of range; Fashion-MNIST has classes 0 to 9")
-            data[split] = (images.unsqueeze(1), labels.long())
-        return data
+    def fetch(self) -> None:
+        download(self.root_dir)

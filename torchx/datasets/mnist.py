@@ -98,6 +98,8 @@ class MNIST(TensorDataModule):
     """MNIST digits (60k train, 10k test, 28x28) read from the IDX files in `root_dir`."""
 
     mean, std = 0.1307, 0.3081
+    title = "MNIST"  # in messages
+    max_label: int | None = None  # labels above it are refused (None: not checked)
 
     def __init__(self, root_dir: str = "./load/mnist", batch_size: int = 64, num_workers: int = 0,
                  val_split: float = 5000, pin_memory: bool = False, download: bool = False,
@@ -110,29 +112,38 @@ class MNIST(TensorDataModule):
         self.root_dir = Path(root_dir)
         self.download = download
 
+    def find(self, stem: str) -> Path | None:
+        return find_file(self.root_dir, stem)
+
+    def fetch(self) -> None:
+        download(self.root_dir)
+
     def missing(self) -> list[str]:
-        return [stem for stem in FILES if find_file(self.root_dir, stem) is None]
+        return [stem for stem in FILES if self.find(stem) is None]
 
     def prepare_data(self) -> None:
         if self.download and self.missing():
-            download(self.root_dir)
+            self.fetch()
 
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         missing = self.missing()
         if missing and self.download:
-            download(self.root_dir)
+            self.fetch()
             missing = self.missing()
         if missing:
             raise ConfigError(
-                f"MNIST files missing in '{self.root_dir}': {', '.join(m + '.gz' for m in missing)}. "
+                f"{self.title} files missing in '{self.root_dir}': {', '.join(m + '.gz' for m in missing)}. "
                 f"Copy the four IDX files (gzipped or not) into that folder, point "
                 f"data_module.args.root_dir at them, or set data_module.args.download=true")
         data = {}
         for split, prefix in (("train", "train"), ("test", "t10k")):
-            images = read_idx(find_file(self.root_dir, f"{prefix}-images-idx3-ubyte"))
-            labels = read_idx(find_file(self.root_dir, f"{prefix}-labels-idx1-ubyte"))
+            images = read_idx(self.find(f"{prefix}-images-idx3-ubyte"))
+            labels = read_idx(self.find(f"{prefix}-labels-idx1-ubyte"))
             if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
-                raise ConfigError(f"MNIST {split} files in '{self.root_dir}' disagree: images "
+                raise ConfigError(f"{self.title} {split} files in '{self.root_dir}' disagree: images "
                                   f"{list(images.shape)}, labels {list(labels.shape)}")
+            if self.max_label is not None and len(labels) and int(labels.max()) > self.max_label:
+                raise ConfigError(f"{self.find(f'{prefix}-labels-idx1-ubyte')}: label {int(labels.max())} is "
+                                  f"out of range; {self.title} has classes 0 to {self.max_label}")
             data[split] = (images.unsqueeze(1), labels.long())
         return data
