@@ -36,7 +36,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from torchx.errors import ConfigError, TorchxError
+from torchx.errors import ConfigError, TorchxError, first_line, short_repr
 from torchx.registry import Registry, UnknownArgumentError, close_matches
 
 # Every top-level key a config may have, and what it is for (shown in `unknown key` errors).
@@ -165,17 +165,11 @@ def parse_value(text: str, what: str = "value") -> Any:
     try:
         return yaml.load(text, Loader=_Loader) if text.strip() else ""
     except _Refused as e:
-        raise ConfigError(f"{what} {_short(text)} is refused: {_yaml_problem(e)}") from None
+        raise ConfigError(f"{what} {short_repr(text)} is refused: {_yaml_problem(e)}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{what} {_short(text)} is not valid YAML: {_yaml_problem(e)}") from None
+        raise ConfigError(f"{what} {short_repr(text)} is not valid YAML: {_yaml_problem(e)}") from None
     except RecursionError:
-        raise ConfigError(f"{what} {_short(text)} nests too deeply to read") from None
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """repr(value), cut to about `limit` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+        raise ConfigError(f"{what} {short_repr(text)} nests too deeply to read") from None
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:
@@ -353,7 +347,7 @@ def _plain(data: dict, path: Path) -> dict:
 
 
 def _omegaconf_problem(e: OmegaConfBaseException) -> str:
-    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    msg = first_line(e, limit=10**6)
     key = getattr(e, "full_key", None)
     return f"{msg} (at '{key}')" if key else msg
 
@@ -436,7 +430,7 @@ def _set(cfg: dict, key: str, value: Any, add: bool) -> None:
         return
     if not isinstance(node, dict):
         parent = ".".join(parts[:-1])
-        raise ConfigError(f"override '{key}': '{parent}' holds {_short(node)}, not a section with keys")
+        raise ConfigError(f"override '{key}': '{parent}' holds {short_repr(node)}, not a section with keys")
     if leaf.endswith("_") and not add and leaf not in node and leaf[:-1] in node:
         _rename(node, leaf[:-1], leaf, value)  # `lr_=[...]` sweeps over an existing `lr`
     elif leaf in node:
@@ -454,7 +448,7 @@ def _child(node: Any, part: str, here: str, key: str, create: bool) -> Any:
     if isinstance(node, list):
         return node[_index(node, part, here)]
     if not isinstance(node, dict):
-        raise ConfigError(f"override '{key}': '{here.rpartition('.')[0]}' holds {_short(node)}, "
+        raise ConfigError(f"override '{key}': '{here.rpartition('.')[0]}' holds {short_repr(node)}, "
                           f"not a section with keys")
     if part not in node or (node[part] is None and create):
         if not create:
@@ -686,7 +680,7 @@ def _cost(cfg: dict, path: tuple, parsed: dict, cost: dict) -> tuple[int, int]:
     literal, targets, references = parsed[path]
     chars = literal + sum(cost[t][0] for t in targets)
     followed = references + sum(cost[t][1] for t in targets)
-    where = f"'{_dotted(path)}' ({_short(value)})"
+    where = f"'{_dotted(path)}' ({short_repr(value)})"
     if chars > MAX_INTERPOLATED_CHARS:
         raise ConfigError(f"interpolation at {where} expands to more than {MAX_INTERPOLATED_CHARS} characters; "
                           f"a config value may not be built from that many copies")
@@ -912,7 +906,7 @@ def check(cfg: dict, config_file: str | os.PathLike | None = None) -> None:
                               f"every config needs {' and '.join(REQUIRED_KEYS)}")
     seed = cfg.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX):
-        raise ConfigError(f"seed must be a non-negative integer or null, got {_short(seed)}; a seed is an int "
+        raise ConfigError(f"seed must be a non-negative integer or null, got {short_repr(seed)}; a seed is an int "
                           f"from 0 to 2**32-1 = {SEED_MAX}")
     _check_spec(cfg["data_module"], "data_module", spec_registry("data_module"), hint)
     _check_spec(cfg["train_wrapper"], "train_wrapper", spec_registry("train_wrapper"), hint)

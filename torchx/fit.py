@@ -32,7 +32,7 @@ from torchx.checkpoint import (
 from torchx.config import check_val_interval
 from torchx.csvlog import CSVLogger
 from torchx.datasets.base import TensorDataModule
-from torchx.errors import NonFiniteLoss
+from torchx.errors import NonFiniteLoss, first_line
 from torchx.run import Run, check_fits, claim, is_rank_zero
 
 PROG = "train_pl.py"
@@ -148,7 +148,7 @@ def train(args: argparse.Namespace, run: Run) -> int:
         if trainer.world_size > 1 and any(w in str(e) for w in PEER_FAILURE):
             print(f"{PROG}: error: another DDP process died or stopped answering, so this one stops too "
                   f"(its own output above says why). Resume with --resume from {run.ckpt_dir}/last.ckpt. "
-                  f"[{str(e).splitlines()[0][:160]}]", file=sys.stderr)
+                  f"[{first_line(e, 160)}]", file=sys.stderr)
             return 1
         raise
     except MisconfigurationException as e:  # e.g. a monitored metric that a user's wrapper logs only later on
@@ -181,7 +181,7 @@ def train(args: argparse.Namespace, run: Run) -> int:
 def stopped_by_config(run: Run, e: Exception) -> int:
     """A setting that Lightning refuses only once training runs: the run directory exists by now,
     so this is a failed run (exit 1) with the way to go on, not bad input (exit 2)."""
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    first = first_line(e, limit=10**6)
     has_ckpt = any(run.ckpt_dir.glob("*.ckpt"))
     how = (f"fix the setting and continue with --name {run.dir.name} --resume KEY=VALUE" if has_ckpt else
            f"{run.dir} has no checkpoint yet: fix the setting and restart it in place with "

@@ -15,7 +15,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from torchx.errors import ConfigError, RegistryError
+from torchx.errors import ConfigError, RegistryError, short_repr
 
 
 class UnknownArgumentError(ConfigError):
@@ -150,7 +150,7 @@ class Registry:
             hint = _annotation(p, ctor)
             if not conforms(value, hint):
                 raise ConfigError(f"{self.kind} '{name}' argument '{key}': expected {describe_type(hint)}, "
-                                  f"got {_shown(value)}")
+                                  f"got {short_repr(value)}")
 
     def keys(self) -> list[str]:
         names = set(self._entries)
@@ -306,8 +306,3 @@ def describe_type(hint: Any) -> str:
     if base in _MAPPINGS:
         return f"mapping of {describe_type(args[0])} to {describe_type(args[1])}" if len(args) == 2 else "mapping"
     return getattr(hint, "__name__", None) or str(hint)
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
-from torchx.errors import ConfigError
+from torchx.errors import ConfigError, first_line
 
 SNAPSHOT_MAX_BYTES = 1_000_000  # files larger than this are not copied into src/
 SNAPSHOT_SKIP = {"__pycache__", ".git", "load", "save", ".pytest_cache", ".ruff_cache", "lightning_logs"}
@@ -139,14 +139,12 @@ def inspect_checkpoint(path: Path, trust: bool = False) -> dict:
     try:  # only the zip format can be memory-mapped; a legacy-format file is read whole
         ckpt = torch.load(path, map_location="cpu", weights_only=not trust, mmap=not head.startswith(LEGACY_MAGIC))
     except pickle.UnpicklingError as e:  # readable, but holds objects beyond tensors and plain data
-        first = str(e).strip().splitlines()[0]
         raise ConfigError(f"--resume: '{path}' holds Python objects that only full unpickling can load, and "
-                          f"unpickling runs code from the file ({first[:200]}). If you trust where it came "
+                          f"unpickling runs code from the file ({first_line(e, 200)}). If you trust where it came "
                           f"from, add --trust-checkpoint") from None
     except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as e:  # truncated, not a zip, ...
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"--resume: '{path}' is not a readable PyTorch checkpoint; it may be truncated or "
-                          f"not a checkpoint at all ({reason[:200]})") from None
+                          f"not a checkpoint at all ({first_line(e, 200)})") from None
     if is_zip:
         check_archive(path)
     if not isinstance(ckpt, dict):
@@ -188,9 +186,8 @@ def check_archive(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"--resume: '{path}' is corrupt: its zip archive cannot be read through "
-                          f"({reason[:200]}); resume from another checkpoint") from None
+                          f"({first_line(e, 200)}); resume from another checkpoint") from None
     if bad is not None:
         raise ConfigError(f"--resume: '{path}' is corrupt: the bytes of its member '{bad}' do not match their "
                           f"CRC-32 checksum (the file was damaged after it was written); resume from another "

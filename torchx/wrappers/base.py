@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 
 from torchx import losses, models
-from torchx.errors import ConfigError, NonFiniteLoss
+from torchx.errors import ConfigError, NonFiniteLoss, first_line
 from torchx.metrics import make as make_metric
 from torchx.optim import optimizers, schedulers
 from torchx.wrappers import register
@@ -206,10 +206,9 @@ class BaseWrapper(pl.LightningModule):
             except ConfigError:
                 raise
             except Exception as e:  # a model that does not fit the data (sizes, channels, dtypes)
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ConfigError(f"model '{self.hparams.model_spec.get('name')}' cannot take a batch of the "
                                   f"training data (input {describe_tensor(self.split(head)[0])}): "
-                                  f"{type(e).__name__}: {first[:300]}") from e
+                                  f"{type(e).__name__}: {first_line(e)}") from e
             if not isinstance(out, torch.Tensor):
                 raise ConfigError(f"the model's output is a {type(out).__name__}, not a tensor; set output_key")
             self.classifies = is_classification(out, y2)
@@ -224,9 +223,8 @@ class BaseWrapper(pl.LightningModule):
             try:
                 loss = self.loss_fn(out, y2)
             except Exception as e:  # torch's shape and dtype errors; the message names both sides
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ConfigError(f"loss '{name}' cannot take the model's output {describe_tensor(out)} with the "
-                                  f"target {describe_tensor(y2)}: {first[:300]}") from None
+                                  f"target {describe_tensor(y2)}: {first_line(e)}") from None
         finally:
             self.train(was_training)
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
