@@ -354,6 +354,7 @@ def test_a_dying_ddp_rank_takes_the_job_down_with_a_clear_message(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode != 0 and time.monotonic() - start < 200  # it did not hang
     assert "another DDP process died or stopped answering" in proc.stderr
+    assert "Continue with --name ddp --resume." in proc.stderr  # the run, named as it was started
     assert [p.name for p in (tmp_path / "save").iterdir()] == ["ddp"]
 
 

@@ -14,6 +14,8 @@ import gzip
 import json
 import os
 import pty
+import re
+import shlex
 import struct
 import subprocess
 import sys
@@ -222,17 +224,19 @@ def test_a_missing_monitor_found_only_in_training_is_a_failed_run_that_restarts_
     """The trial step cannot copy this module (it holds a lock), so the missing metric is found after
     the first epoch: exit 1, the way on in the message, and --resume restarts the run in place."""
     cfg = config({"name": "digits_train_val"}, {"name": "locked_classifier"}, checkpoint={"monitor": "x"})
-    assert train("train_pl", cfg, user, "m") == 1
+    argv = ["--config", str(write_config(user / "m.yaml", cfg)), "--save-dir", "runs/a b", "--name", "m"]
+    assert run_train_pl(argv) == 1
     err = capsys.readouterr().err
     assert "training stopped: `ModelCheckpoint(monitor='x')` could not find the monitored key" in err
-    assert "restart it in place with --name m --resume KEY=VALUE" in err
-    run_dir = user / "save" / "m"
+    suggested = re.search(r"restart it in place with (.*) --resume KEY=VALUE", err).group(1)
+    assert suggested == "--name m --save-dir 'runs/a b'"  # names the run again, whatever --save-dir was
+    run_dir = user / "runs" / "a b" / "m"
     assert not list((run_dir / "ckpt").glob("*.ckpt"))
     # a new run of that name is refused, saying how to go on
-    assert train("train_pl", cfg, user, "m") == 2
+    assert run_train_pl(argv) == 2
     assert "has no checkpoint" in capsys.readouterr().err
     first = snapshot_files(run_dir)
-    assert run_train_pl(["--save-dir", "save", "--name", "m", "--resume", "checkpoint.monitor=val_loss"]) == 0
+    assert run_train_pl([*shlex.split(suggested), "--resume", "checkpoint.monitor=val_loss"]) == 0
     kept = run_dir / "attempts" / "1"
     assert snapshot_files(kept) == first  # the first attempt, whole
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["checkpoint"]["monitor"] == "val_loss"

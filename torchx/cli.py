@@ -20,6 +20,7 @@ from torchx import config as C
 from torchx import session
 from torchx.errors import ConfigError, NothingToDo, TorchxError
 from torchx.run import (
+    DEFAULT_SAVE_DIR,
     Run,
     check_run_name,
     check_save_dir,
@@ -48,7 +49,8 @@ def parser(prog: str) -> argparse.ArgumentParser:
                    help="continue SAVE_DIR/NAME from ckpt/last.ckpt, or from CKPT")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="load a --resume checkpoint that holds pickled Python objects (runs code from the file)")
-    p.add_argument("--save-dir", default="./save", help="where run directories go (default: ./save)")
+    p.add_argument("--save-dir", default=DEFAULT_SAVE_DIR,
+                   help=f"where run directories go (default: {DEFAULT_SAVE_DIR})")
     p.add_argument("--dry-run", action="store_true",
                    help="check and build everything, print the resolved config, create nothing "
                         "(a session: do so for every experiment and list them)")

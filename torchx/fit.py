@@ -33,7 +33,7 @@ from torchx.config import check_val_interval
 from torchx.csvlog import CSVLogger
 from torchx.datasets.base import TensorDataModule
 from torchx.errors import NonFiniteLoss, first_line
-from torchx.run import Run, check_fits, claim, is_rank_zero
+from torchx.run import Run, check_fits, claim, is_rank_zero, run_args
 
 PROG = "train_pl.py"
 # what gloo / NCCL say when a peer process is gone (a crash, an OOM kill, a node lost)
@@ -147,7 +147,7 @@ def train(args: argparse.Namespace, run: Run) -> int:
     except RuntimeError as e:
         if trainer.world_size > 1 and any(w in str(e) for w in PEER_FAILURE):
             print(f"{PROG}: error: another DDP process died or stopped answering, so this one stops too "
-                  f"(its own output above says why). Resume with --resume from {run.ckpt_dir}/last.ckpt. "
+                  f"(its own output above says why). Continue with {run_args(run.dir)} --resume. "
                   f"[{first_line(e, 160)}]", file=sys.stderr)
             return 1
         raise
@@ -183,8 +183,8 @@ def stopped_by_config(run: Run, e: Exception) -> int:
     so this is a failed run (exit 1) with the way to go on, not bad input (exit 2)."""
     first = first_line(e, limit=10**6)
     has_ckpt = any(run.ckpt_dir.glob("*.ckpt"))
-    how = (f"fix the setting and continue with --name {run.dir.name} --resume KEY=VALUE" if has_ckpt else
+    how = (f"fix the setting and continue with {run_args(run.dir)} --resume KEY=VALUE" if has_ckpt else
            f"{run.dir} has no checkpoint yet: fix the setting and restart it in place with "
-           f"--name {run.dir.name} --resume KEY=VALUE (its files so far are kept under attempts/)")
+           f"{run_args(run.dir)} --resume KEY=VALUE (its files so far are kept under attempts/)")
     print(f"{PROG}: error: training stopped: {first}; {how}", file=sys.stderr)
     return 1

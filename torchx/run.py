@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from typing import IO, Any
 from torchx.errors import ConfigError, first_line
 
 SNAPSHOT_MAX_BYTES = 1_000_000  # files larger than this are not copied into src/
+DEFAULT_SAVE_DIR = "./save"  # --save-dir when none is given
 SNAPSHOT_SKIP = {"__pycache__", ".git", "load", "save", ".pytest_cache", ".ruff_cache", "lightning_logs"}
 PACKAGES = ("torch", "torchvision", "pytorch-lightning", "torchmetrics", "omegaconf", "tensorboardX",
             "numpy", "PyYAML")
@@ -99,6 +101,13 @@ def locate(save_dir: str, name: str, resume: str | bool | None) -> tuple[Path, P
     if not ckpt.is_file():
         raise ConfigError(f"--resume: checkpoint '{ckpt}' does not exist")
     return run_dir, ckpt
+
+
+def run_args(run_dir: Path) -> str:
+    """The arguments that name `run_dir` again, for a command a message suggests: --name, and
+    --save-dir unless it is the default."""
+    save = "" if run_dir.parent == Path(DEFAULT_SAVE_DIR) else f" --save-dir {shlex.quote(str(run_dir.parent))}"
+    return f"--name {shlex.quote(run_dir.name)}{save}"
 
 
 def is_run_dir(path: Path) -> bool:
