@@ -451,3 +451,28 @@ def test_ddp_counts_a_users_validation_samples_once(user, tmp_path):
     val = [r for r in read_metrics(run_dir / "metrics.csv") if r["val/loss"] is not None][-1]
     loss, acc = evaluate_alone(run_dir / "ckpt" / "last.ckpt", data.val_dataloader())
     assert val["val/loss"] == pytest.approx(loss, abs=1e-5) and val["val/acc"] == pytest.approx(acc, abs=1e-6)
+
+
+@pytest.mark.parametrize("loop", RUNNERS)
+@pytest.mark.parametrize("value", ["x", "-1", "inf", "nan", ""])
+def test_a_bad_progress_interval_is_one_message_before_anything_exists(value, loop, user, monkeypatch, capsys):
+    monkeypatch.setenv("TORCHX_PROGRESS_EVERY", value)
+    assert train(loop, config({"name": "digits"}, BASE), user, "p") == 2
+    err = capsys.readouterr().err
+    assert f"TORCHX_PROGRESS_EVERY={value!r} must be a number of seconds >= 0" in err and err.count("\n") == 1
+    assert not (user / "save").exists()
+
+
+def test_rich_bar_without_rich_names_the_package(user, capsys):
+    """rich is not a requirement: naming rich_bar without it is bad input, with the fix."""
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("rich is installed here")
+    cfg = config({"name": "digits"}, BASE, callbacks=[{"name": "rich_bar"}])
+    assert train("train_pl", cfg, user, "r") == 2
+    err = capsys.readouterr().err
+    assert "callbacks.0 (rich_bar" in err and "pip install -U rich" in err
+    assert not (user / "save").exists()
