@@ -14,7 +14,6 @@ import json
 import math
 import os
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from tqdm import tqdm
 from torchx import build, checks
 from torchx.callbacks.base_logger import (
     EpochReport,
+    Every,
     counts_steps,
     epoch_line_metrics,
     interactive,
@@ -354,9 +354,8 @@ class Progress:
 
     def __init__(self, report: EpochReport, enabled: bool) -> None:
         self.report, self.enabled, self.bar_mode = report, enabled, interactive()
-        self.every_s = plain_every_s() if enabled and not self.bar_mode else 0.0  # a bad value: before claim()
+        self.every = Every(plain_every_s() if enabled and not self.bar_mode else 0.0)  # a bad value: before claim()
         self.bar: tqdm | None = None
-        self._next = time.monotonic() + self.every_s
         self._epoch, self._max_epochs, self._batches = 0, None, 0
 
     def start_epoch(self, state: State, settings: Settings, n_batches: int) -> None:
@@ -370,8 +369,7 @@ class Progress:
             if state.in_epoch % 20 == 0:
                 self.bar.update(20)
                 self.bar.set_postfix(self.report.postfix(state.step), refresh=False)
-        elif self.enabled and time.monotonic() >= self._next:
-            self._next = time.monotonic() + self.every_s
+        elif self.enabled and self.every.due():
             print(self.report.progress(self._epoch, self._max_epochs, state.step, state.in_epoch, self._batches),
                   flush=True)
 

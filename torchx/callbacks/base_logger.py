@@ -55,6 +55,24 @@ def plain_every_s() -> float:
     return value
 
 
+class Every:
+    """Due once every `seconds` of wall time, counted from `start()` (or from its creation)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.start()
+
+    def start(self) -> None:
+        self._next = time.monotonic() + self.seconds
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.seconds
+        return True
+
+
 def fmt_seconds(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(max(seconds, 0))))
 
@@ -102,26 +120,31 @@ class EpochReport:
              done: int | None = None, of_total: bool = True) -> str:
         """`done` measures progress in the unit of total_steps (default: `step`); `of_total`: whether
         `step` is in that unit too (not under manual optimization, where each optimizer counts)."""
-        epochs = f"epoch {epoch + 1}" + (f"/{max_epochs}" if max_epochs and max_epochs > 0 else "")
+        epochs = self._epochs(epoch, max_epochs)
         parts = [f"step {self.steps(step, of_total)}", epochs] if self.by_steps else [epochs, f"step {step}"]
         parts += [f"{k} {v:.4f}" for k, v in sorted(metrics.items())]
-        eta = self.eta(step if done is None else done)
-        parts += [f"elapsed {fmt_seconds(self.elapsed())}", f"eta {fmt_seconds(eta) if eta is not None else '?'}"]
-        return " | ".join(parts)
+        return " | ".join(parts + self._clock(step if done is None else done))
 
     def progress(self, epoch: int, max_epochs: int | None, step: int, batch: int, batches: float,
                  done: int | None = None, of_total: bool = True) -> str:
         """A plain progress line inside an epoch: where the run is, its speed, elapsed and ETA."""
-        epochs = f"epoch {epoch + 1}" + (f"/{max_epochs}" if max_epochs and max_epochs > 0 else "")
+        epochs = self._epochs(epoch, max_epochs)
         in_epoch = f"batch {batch}" + (f"/{int(batches)}" if batches and batches != float("inf") else "")
         parts = [f"step {self.steps(step, of_total)}", epochs, in_epoch] if self.by_steps else \
             [epochs, in_epoch, f"step {self.steps(step, of_total)}"]
         done = step if done is None else done
         if done > self.step0 and self.elapsed() > 0:
             parts.append(f"{(done - self.step0) / self.elapsed():.1f} steps/s")
+        return " | ".join(parts + self._clock(done))
+
+    @staticmethod
+    def _epochs(epoch: int, max_epochs: int | None) -> str:
+        return f"epoch {epoch + 1}" + (f"/{max_epochs}" if max_epochs and max_epochs > 0 else "")
+
+    def _clock(self, done: int) -> list[str]:
+        """The elapsed time and the ETA, the last two parts of every line."""
         eta = self.eta(done)
-        parts += [f"elapsed {fmt_seconds(self.elapsed())}", f"eta {fmt_seconds(eta) if eta is not None else '?'}"]
-        return " | ".join(parts)
+        return [f"elapsed {fmt_seconds(self.elapsed())}", f"eta {fmt_seconds(eta) if eta is not None else '?'}"]
 
     def postfix(self, step: int, done: int | None = None, of_total: bool = True) -> dict[str, str]:
         """What a progress bar shows beside its batch count: the run's step (step-based runs) and ETA."""
@@ -248,8 +271,8 @@ class PlainProgress(LightningProgressBar):
 
     def __init__(self, report: EpochReport, every_s: float) -> None:
         super().__init__()
-        self.report, self.every_s = report, every_s
-        self._enabled, self._next = True, 0.0
+        self.report, self.every = report, Every(every_s)
+        self._enabled = True
 
     def disable(self) -> None:
         self._enabled = False
@@ -270,13 +293,11 @@ class PlainProgress(LightningProgressBar):
             print(*args, **kwargs, flush=True)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._next = time.monotonic() + self.every_s
+        self.every.start()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        now = time.monotonic()
-        if not self._enabled or now < self._next:
+        if not self._enabled or not self.every.due():
             return
-        self._next = now + self.every_s
         batch = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         self.print(self.report.progress(trainer.current_epoch, trainer.max_epochs, trainer.global_step, batch,
                                         self.total_train_batches, progress(trainer),
