@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -32,8 +33,6 @@ def dry(args: Any, run: Any, loop: Any, data_cache: dict | None = None) -> tuple
     what the loop (`loop.dry_check`) alone needs, and the preflight checks on the data, which is read
     (set up) unless it would be downloaded. `data_cache` shares one set-up data module between
     experiments with the same data_module spec. Returns (data, wrapper, whether the data was read)."""
-    import json
-
     cfg = run.config
     data, wrapper = build.data_module(cfg), build.wrapper(cfg)
     loop.dry_check(args, run, data, wrapper)
