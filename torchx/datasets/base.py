@@ -8,6 +8,7 @@ batches, a resumed run sees what it would have seen, and DDP ranks take disjoint
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -206,3 +207,39 @@ class TensorDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader | list:
         return self._loader("test", train=False) if "test" in self.splits else []
+
+
+class FileDataModule(TensorDataModule):
+    """A TensorDataModule read from files in `root_dir`, fetched first when `download` is on and
+    some are missing. A subclass gives `missing()` (the files not there), `fetch()`,
+    `missing_message(missing)` (what to do about them) and `read()` (the splits, as `load`)."""
+
+    def __init__(self, root_dir: str, download: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root_dir = Path(root_dir)
+        self.download = download
+
+    def missing(self) -> list[str]:
+        raise NotImplementedError
+
+    def fetch(self) -> None:
+        raise NotImplementedError
+
+    def missing_message(self, missing: list[str]) -> str:
+        raise NotImplementedError
+
+    def read(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def prepare_data(self) -> None:
+        if self.download and self.missing():
+            self.fetch()
+
+    def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        missing = self.missing()
+        if missing and self.download:
+            self.fetch()
+            missing = self.missing()
+        if missing:
+            raise ConfigError(self.missing_message(missing))
+        return self.read()

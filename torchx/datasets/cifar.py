@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from torchx.datasets import register
-from torchx.datasets.base import TensorDataModule
+from torchx.datasets.base import FileDataModule
 from torchx.errors import ConfigError
 
 IMAGE_BYTES = 3 * 32 * 32  # one row of b'data': the red plane, then green, then blue, each row-major
@@ -148,7 +148,7 @@ def read_batch(path: Path, official_md5: str, keys: dict[bytes, int],
 
 
 @register("cifar10")
-class CIFAR10(TensorDataModule):
+class CIFAR10(FileDataModule):
     """CIFAR-10 (50k train, 10k test, 3x32x32 colour, 10 classes) from its python-version batches.
 
     `data_batch_1` .. `data_batch_5` and `test_batch` are read from `root_dir` or its
@@ -166,11 +166,9 @@ class CIFAR10(TensorDataModule):
                  shuffle: bool = True, drop_last: bool = False, split_seed: int = 0,
                  eval_batch_size: int | None = None, mean: float | None = None,
                  std: float | None = None) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, val_split=val_split,
-                         pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
+        super().__init__(root_dir=root_dir, download=download, batch_size=batch_size, num_workers=num_workers,
+                         val_split=val_split, pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
                          split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std)
-        self.root_dir = Path(root_dir)
-        self.download = download
 
     @property
     def release(self) -> Any:
@@ -205,21 +203,14 @@ class CIFAR10(TensorDataModule):
             raise ConfigError(f"could not download {release.url} (md5 {release.tgz_md5}) into "
                               f"'{self.root_dir}': {reason}") from None
 
-    def prepare_data(self) -> None:
-        if self.download and self.missing():
-            self.fetch()
-
-    def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        missing = self.missing()
-        if missing and self.download:
-            self.fetch()
-            missing = self.missing()
+    def missing_message(self, missing: list[str]) -> str:
         release = self.release
-        if missing:
-            raise ConfigError(
-                f"{self.title} files missing in '{self.root_dir}': {', '.join(missing)}. Copy the python-version "
+        return (f"{self.title} files missing in '{self.root_dir}': {', '.join(missing)}. Copy the python-version "
                 f"batches (the {release.base_folder}/ folder of {release.filename}) into that folder, point "
                 f"data_module.args.root_dir at them, or set data_module.args.download=true")
+
+    def read(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        release = self.release
         data = {}
         for split, files in (("train", release.train_list), ("test", release.test_list)):
             parts = [read_batch(self.find(name), md5, self.label_keys, self.title) for name, md5 in files]

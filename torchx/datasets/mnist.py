@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from torchx.datasets import register
-from torchx.datasets.base import TensorDataModule
+from torchx.datasets.base import FileDataModule
 from torchx.errors import ConfigError
 
 # name -> (magic number, md5 of the canonical .gz file)
@@ -94,7 +94,7 @@ def download(root: Path) -> None:
 
 
 @register("mnist")
-class MNIST(TensorDataModule):
+class MNIST(FileDataModule):
     """MNIST digits (60k train, 10k test, 28x28) read from the IDX files in `root_dir`."""
 
     mean, std = 0.1307, 0.3081
@@ -106,11 +106,9 @@ class MNIST(TensorDataModule):
                  shuffle: bool = True, drop_last: bool = False, split_seed: int = 0,
                  eval_batch_size: int | None = None, mean: float | None = None,
                  std: float | None = None) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, val_split=val_split,
-                         pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
+        super().__init__(root_dir=root_dir, download=download, batch_size=batch_size, num_workers=num_workers,
+                         val_split=val_split, pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
                          split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std)
-        self.root_dir = Path(root_dir)
-        self.download = download
 
     def find(self, stem: str) -> Path | None:
         return find_file(self.root_dir, stem)
@@ -121,20 +119,12 @@ class MNIST(TensorDataModule):
     def missing(self) -> list[str]:
         return [stem for stem in FILES if self.find(stem) is None]
 
-    def prepare_data(self) -> None:
-        if self.download and self.missing():
-            self.fetch()
-
-    def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        missing = self.missing()
-        if missing and self.download:
-            self.fetch()
-            missing = self.missing()
-        if missing:
-            raise ConfigError(
-                f"{self.title} files missing in '{self.root_dir}': {', '.join(m + '.gz' for m in missing)}. "
+    def missing_message(self, missing: list[str]) -> str:
+        return (f"{self.title} files missing in '{self.root_dir}': {', '.join(m + '.gz' for m in missing)}. "
                 f"Copy the four IDX files (gzipped or not) into that folder, point "
                 f"data_module.args.root_dir at them, or set data_module.args.download=true")
+
+    def read(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         data = {}
         for split, prefix in (("train", "train"), ("test", "t10k")):
             images = read_idx(self.find(f"{prefix}-images-idx3-ubyte"))
