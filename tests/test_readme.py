@@ -137,6 +137,8 @@ COMMANDS: dict[str, Case] = {
     "python bench/all.py": Case(skip="every benchmark (16 minutes)"),
     "python bench/accuracy.py --loop both": Case(skip="a benchmark"),
     "python bench/chaos.py [--loop train.py]": Case(skip="a benchmark"),
+    "python bench/overhead.py --model tiny_cnn": Case(skip="a benchmark (3 minutes)"),
+    "python bench/startup.py --quick": Case(skip="a benchmark (a minute)"),
     "TORCHX_DEBUG=1 python train_pl.py ...":
         Case(tail=NO_TAIL, replace={"...": "--config missing.yaml"}, code=1, says="Traceback"),
 }
