@@ -337,7 +337,7 @@ def test_mnist_missing_folder(tmp_path):
 
 
 def batches(sampler: EpochSampler) -> list[list[int]]:
-    return list(iter(sampler))
+    return [key.indices for key in sampler]
 
 
 def test_sampler_same_seed_and_epoch_same_order():

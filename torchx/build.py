@@ -15,8 +15,12 @@ from torchx.registry import close_matches
 
 
 def data_module(cfg: dict) -> pl.LightningDataModule:
-    """The data module, constructed only: no data is read until its setup()."""
-    return datasets.make(cfg["data_module"])
+    """The data module, constructed only: no data is read until its setup() (unless the config's
+    ${data:...} references needed it, in which case the module built to answer them is reused)."""
+    from torchx.config import PREBUILT, spec_key
+
+    prebuilt = PREBUILT.pop(spec_key(cfg["data_module"]), None)
+    return prebuilt if prebuilt is not None else datasets.make(cfg["data_module"])
 
 
 def wrapper(cfg: dict) -> pl.LightningModule:
@@ -196,6 +200,43 @@ def count_each_sample_once(data: pl.LightningDataModule, trainer: pl.Trainer) ->
             return apply_to_collection(original(), DataLoader, unrepeated)
 
         setattr(data, hook, wrapped)
+
+
+HASHED_FILES = 1000  # data.txt gives each file's sha256 up to this many files; beyond, names and sizes only
+
+
+def data_record(cfg: dict, data: pl.LightningDataModule) -> str:
+    """data.txt: the data module as configured, its splits, the transforms each split goes through and
+    the checksums of the files the data came from, so a run says exactly what data it saw."""
+    import hashlib
+    import os
+
+    import yaml
+
+    from torchx.datasets.base import TensorDataModule
+
+    lines = ["# the data this run saw", "data_module:"]
+    lines += ["  " + line for line in yaml.safe_dump(cfg["data_module"], sort_keys=False).splitlines()]
+    if isinstance(data, TensorDataModule):
+        sizes = ", ".join(f"{split} {data.split_size(split)}" for split in ("train", "val", "test")
+                          if data.has_split(split))
+        lines += ["", f"splits: {sizes}", "", "transforms:"] + ["  " + line for line in data.pipeline_lines()]
+    files = data.data_files() if callable(getattr(data, "data_files", None)) else []
+    lines += ["", f"files ({len(files)}):"]
+    if len(files) <= HASHED_FILES:
+        for path in files:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            lines.append(f"  sha256 {digest.hexdigest()}  {os.path.getsize(path):>12}  {path}")
+    else:  # reading every file of a large folder before training would cost minutes
+        digest = hashlib.sha256()
+        for path in sorted(map(str, files)):
+            digest.update(f"{path}\0{os.path.getsize(path)}\n".encode())
+        lines.append(f"  {len(files)} files (more than {HASHED_FILES}): sha256 of their names and sizes "
+                     f"{digest.hexdigest()}; contents not hashed")
+    return "\n".join(lines) + "\n"
 
 
 def describe(obj: Any) -> str:

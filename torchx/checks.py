@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 
 from torchx import build
 from torchx.checkpoint import rng_state, set_rng_state
+from torchx.datasets.base import TensorDataModule
 from torchx.errors import ConfigError
 from torchx.registry import close_matches
 from torchx.run import is_rank_zero
@@ -89,10 +89,13 @@ def optimizers(wrapper: pl.LightningModule) -> None:
 def first_batch(data: pl.LightningDataModule) -> Any:
     loader = data.train_dataloader()
     try:
-        return next(iter(loader))
+        batch = next(iter(loader))
     except StopIteration:
         raise ConfigError(f"the data module's train_dataloader() gives no batch ({type(data).__name__} has no "
                           f"training data)") from None
+    if isinstance(data, TensorDataModule):
+        return data.on_after_batch_transfer(batch, 0)  # what the wrapper is given: the transforms finish here
+    return batch
 
 
 def batch(data: pl.LightningDataModule, wrapper: pl.LightningModule) -> None:
@@ -101,12 +104,7 @@ def batch(data: pl.LightningDataModule, wrapper: pl.LightningModule) -> None:
     check = getattr(wrapper, "check_batch", None)
     if not callable(check):
         return
-    labels = None
-    splits = getattr(data, "splits", None)
-    if isinstance(splits, dict) and splits:
-        labels = torch.cat([y.reshape(-1) for _, y in splits.values()])
-        if labels.is_floating_point():
-            labels = None
+    labels = data.labels() if isinstance(data, TensorDataModule) else None
     with build.reported_as("train_wrapper (one training batch)"):
         check(first_batch(data), labels=labels)
 

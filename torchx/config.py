@@ -579,13 +579,116 @@ def resolve(cfg: dict) -> dict:
     deep = _too_deep(cfg)
     if deep is not None:
         raise ConfigError(f"the config nests deeper than {MAX_DEPTH} levels (at '{_cut(_dotted(deep))}')")
+    cfg = _walk_strings(cfg, lambda s: _DATA_REF.sub(lambda m: f"{_HELD}{m.group(1)}{_HELD}", s))
     check_interpolations(cfg)
     try:
-        return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+        resolved = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+        return _walk_strings(resolved, lambda s: _HELD_REF.sub(lambda m: "${data:" + m.group(1) + "}", s))
     except OmegaConfBaseException as e:
         raise ConfigError(f"interpolation failed: {_omegaconf_problem(e)}") from None
     except RecursionError:
         raise ConfigError("interpolation failed: the references nest too deeply to resolve") from None
+
+
+# ${data:NAME} refers to an attribute of the built data module: kept as written through OmegaConf's
+# resolution (it is not a resolver) and replaced by `resolve_data_refs` once the data module exists
+_DATA_REF = re.compile(r"\$\{data:([^${}]*)\}")
+_HELD = "\x02data:"
+_HELD_REF = re.compile("\x02data:([^\x02]*)\x02data:")
+
+
+def _walk_strings(node: Any, fn: Any) -> Any:
+    if isinstance(node, str):
+        return fn(node)
+    if isinstance(node, dict):
+        return {k: _walk_strings(v, fn) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_walk_strings(v, fn) for v in node]
+    return node
+
+
+def data_refs(cfg: dict) -> list[tuple[tuple, str]]:
+    """(path, NAME) of every ${data:NAME} left in a resolved config."""
+    found: list[tuple[tuple, str]] = []
+    stack: list[tuple[Any, tuple]] = [(cfg, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            found += [(path, m.group(1)) for m in _DATA_REF.finditer(node)]
+        elif isinstance(node, (dict, list)):
+            stack += [(v, (*path, k)) for k, v in (node.items() if isinstance(node, dict) else enumerate(node))]
+    return sorted(found, key=lambda f: _dotted(f[0]))
+
+
+DATA_ATTRIBUTES = ("num_classes", "in_channels", "image_size")  # what torchx's data modules declare
+
+
+def declared_data(data: Any) -> list[str]:
+    """The names a data module offers to ${data:...}: torchx's usual ones it has, the ones its class
+    lists in `data_args`, and (for a module not built on torchx's base class) its public plain attributes."""
+    from torchx.datasets.base import TensorDataModule
+
+    names = [n for n in (*DATA_ATTRIBUTES, *getattr(data, "data_args", ())) if getattr(data, n, None) is not None]
+    if isinstance(data, TensorDataModule):
+        return names
+    names += [n for n, v in vars(data).items() if not n.startswith("_") and n not in names
+              and isinstance(v, (int, float, str, list, tuple)) and not isinstance(v, bool) and n != "hparams"]
+    return names
+
+
+def refuse_data_refs_in_data_module(cfg: dict) -> None:
+    inside = [_dotted(path) for path, _ in data_refs(cfg) if path and path[0] == "data_module"]
+    if inside:
+        raise ConfigError(f"{inside[0]}: the data module's own arguments cannot use ${{data:...}}; it refers to "
+                          f"the data module once it is built")
+
+
+def resolve_data_refs(cfg: dict, data: Any) -> None:
+    """Replace every ${data:NAME} in `cfg` (in place) by the data module's attribute NAME. A value that
+    is all one reference takes the attribute's type (an int stays an int); inside text, its str."""
+    refs = data_refs(cfg)
+    refuse_data_refs_in_data_module(cfg)
+    values: dict[str, Any] = {}
+    for path, name in refs:
+        if name in values:
+            continue
+        value = getattr(data, name, None) if name.isidentifier() and not name.startswith("_") else None
+        if value is None or callable(value):
+            known = declared_data(data)
+            raise ConfigError(f"{_dotted(path)}: ${{data:{name}}}: the data module '{type(data).__name__}' does not "
+                              f"declare '{name}'{close_matches(name, known)}; it declares: "
+                              f"{', '.join(known) or '(nothing)'}")
+        values[name] = list(value) if isinstance(value, tuple) else value
+    for path, _ in refs:
+        parent = _walk(cfg, path[:-1])
+        text = parent[path[-1]]
+        whole = _DATA_REF.fullmatch(text)
+        parent[path[-1]] = values[whole.group(1)] if whole else \
+            _DATA_REF.sub(lambda m: str(values[m.group(1)]), text)
+
+
+PREBUILT: dict[str, Any] = {}  # data modules built to answer ${data:...}, kept for build.data_module
+
+
+def spec_key(spec: Any) -> str:
+    import json
+
+    return json.dumps(spec, sort_keys=True, default=str)
+
+
+def _data_for_refs(cfg: dict) -> Any:
+    """The data module, built to read its attributes; set up (without touching the global RNG)
+    only when an attribute a reference names is not known before its data is read."""
+    import torch
+
+    from torchx import datasets
+
+    data = datasets.make(cfg["data_module"])
+    if any(getattr(data, name, None) is None for _, name in data_refs(cfg)) and callable(getattr(data, "setup", None)):
+        with torch.random.fork_rng(devices=[]):
+            data.setup("fit")
+    PREBUILT[spec_key(cfg["data_module"])] = data
+    return data
 
 
 def _too_deep(node: Any) -> tuple | None:
@@ -908,7 +1011,10 @@ def check(cfg: dict, config_file: str | os.PathLike | None = None) -> None:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX):
         raise ConfigError(f"seed must be a non-negative integer or null, got {short_repr(seed)}; a seed is an int "
                           f"from 0 to 2**32-1 = {SEED_MAX}")
+    refuse_data_refs_in_data_module(cfg)
     _check_spec(cfg["data_module"], "data_module", spec_registry("data_module"), hint)
+    if data_refs(cfg):
+        resolve_data_refs(cfg, _data_for_refs(cfg))
     _check_spec(cfg["train_wrapper"], "train_wrapper", spec_registry("train_wrapper"), hint)
     _check_metrics(cfg, hint)
     callbacks = cfg.get("callbacks") or []

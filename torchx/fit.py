@@ -122,6 +122,8 @@ def train(args: argparse.Namespace, run: Run) -> int:
     data.prepare_data()
     data.setup("fit")  # missing or broken data files fail here, before the run directory exists
     checks.preflight(cfg, data, wrapper)
+    if is_rank_zero():
+        run.data_record = build.data_record(cfg, data)
     if run.ckpt is not None:
         check_fits(run.ckpt, wrapper.state_dict(), run.ckpt_path)
     with held_lightning_info() as print_info:

@@ -46,6 +46,7 @@ from torchx.checkpoint import (
 )
 from torchx.config import check_val_interval
 from torchx.csvlog import MetricsCSV
+from torchx.datasets.base import TensorDataModule
 from torchx.errors import ConfigError, NonFiniteLoss
 from torchx.run import Run, check_fits, claim
 
@@ -175,6 +176,7 @@ def train(args: argparse.Namespace, run: Run) -> int:
     data.prepare_data()
     data.setup("fit")
     checks.preflight(cfg, data, wrapper)
+    run.data_record = build.data_record(cfg, data)
     if isinstance(settings.val_interval, int):  # pl.Trainer refuses one longer than an epoch
         check_val_interval(cfg.get("trainer_params") or {}, settings.batches("train", len(data.train_dataloader())))
     ckpts = Checkpoints(run.ckpt_dir, cfg.get("checkpoint") or {}, enabled=settings.checkpointing)
@@ -260,7 +262,7 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
         last = state.in_epoch == per_epoch
         ckpts.on_train_batch_end(wrapper, optimizer, scheds, state, seen, last, validates_this_epoch())
         if validation_due:
-            metrics = evaluate(wrapper, val_loader, "val", settings, device, state)
+            metrics = evaluate(wrapper, val_loader, "val", settings, device, state, data=data)
             logs.log(metrics, state.epoch, state.step - 1 if stepped else state.step)
             logs.flush()  # on disk before a checkpoint: a kill cannot lose them
             ckpts.on_validation_end(wrapper, optimizer, scheds, state, seen)
@@ -279,7 +281,7 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
         while not done(settings, state):
             validated = None
             train_epoch(wrapper, train_loader, per_epoch, optimizer, scheds, settings, state, logs, progress, device,
-                        after_batch)
+                        after_batch, data)
             metrics = {k: float(v) for k, v in wrapper.epoch_metrics("train").items()}
             logs.log(metrics, state.epoch, state.step - 1)
             logs.flush()  # on disk before the checkpoint: a kill cannot lose them
@@ -309,7 +311,8 @@ def done(settings: Settings, state: State) -> bool:
 
 
 def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Settings, state: State,
-                logs: Logs, progress: Progress, device: torch.device, after_batch=lambda stepped: None) -> None:
+                logs: Logs, progress: Progress, device: torch.device, after_batch=lambda stepped: None,
+                data: Any = None) -> None:
     """One epoch (or its rest, after a mid-epoch resume), stepping like Lightning's automatic
     optimization: accumulation, clipping, schedulers; `after_batch(stepped)` runs after every batch.
     Leaves `state.in_epoch` at the batches done: fewer than `n_batches` when max_steps cut it short."""
@@ -322,7 +325,7 @@ def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Se
     for batch_idx, batch in enumerate(loader, start=state.in_epoch):
         if batch_idx >= n_batches or (settings.max_steps != -1 and state.step >= settings.max_steps):
             break
-        batch = to_device(batch, device)
+        batch = to_device(batch, device, data, wrapper)
         loss = wrapper.training_loss(batch)
         state.in_epoch, state.batches = batch_idx + 1, state.batches + 1
         if loss is None:  # a non-finite loss the wrapper skips: no backward; as under Lightning, the step
@@ -426,26 +429,44 @@ def is_plateau(s: dict) -> bool:
 
 @torch.no_grad()
 def evaluate(wrapper, loader, stage: str, settings: Settings, device: torch.device,
-             state: State | None = None) -> dict[str, float]:
+             state: State | None = None, data: Any = None) -> dict[str, float]:
     wrapper.eval()
     n = settings.batches(stage, len(loader))
     for i, batch in enumerate(loader):
         if i >= n:
             break
-        wrapper.evaluate(to_device(batch, device), stage)
+        wrapper.evaluate(to_device(batch, device, data, wrapper), stage)
     if state is not None:
         state.last_val_batches, state.val_batches = n, state.val_batches + n
     wrapper.train()
     return {k: float(v) for k, v in wrapper.epoch_metrics(stage).items()}
 
 
-def to_device(batch: Any, device: torch.device) -> Any:
-    """A batch's tensors on `device`, inside tuples, lists and dicts, as Lightning moves them."""
-    if device.type == "cpu":
-        return batch
-    from lightning_fabric.utilities.apply_func import move_data_to_device
+def to_device(batch: Any, device: torch.device, data: Any = None, wrapper: Any = None) -> Any:
+    """A batch's tensors on `device`, inside tuples, lists and dicts, as Lightning moves them, with
+    the batch hooks Lightning calls around the move (`on_before_batch_transfer`,
+    `on_after_batch_transfer`): the data module's where it overrides them, else the wrapper's."""
+    from pytorch_lightning.utilities.model_helpers import is_overridden
 
-    return move_data_to_device(batch, device)
+    def owner(hook: str) -> Any:
+        if data is not None and is_overridden(hook, data, pl.LightningDataModule):
+            return data
+        if wrapper is not None and is_overridden(hook, wrapper, pl.LightningModule):
+            return wrapper
+        return None
+
+    if (hook := owner("on_before_batch_transfer")) is not None:
+        batch = hook.on_before_batch_transfer(batch, 0)
+    if device.type != "cpu":
+        from lightning_fabric.utilities.apply_func import move_data_to_device
+
+        batch = move_data_to_device(batch, device)
+    if (hook := owner("on_after_batch_transfer")) is not None:
+        batch = hook.on_after_batch_transfer(batch, 0)
+        if hook is data and isinstance(data, TensorDataModule) and wrapper is not None and \
+                is_overridden("on_after_batch_transfer", wrapper, pl.LightningModule):
+            batch = wrapper.on_after_batch_transfer(batch, 0)  # torchx's hook hands on to the wrapper's
+    return batch
 
 
 def test(wrapper, data, settings: Settings, state: State, ckpts: Checkpoints, logs: Logs,
@@ -467,7 +488,7 @@ def test(wrapper, data, settings: Settings, state: State, ckpts: Checkpoints, lo
     if ckpts.best_path:
         sd = torch.load(ckpts.best_path, map_location=device, weights_only=True)["state_dict"]
         wrapper.load_state_dict(sd)
-    metrics = evaluate(wrapper, loader, "test", settings, device)
+    metrics = evaluate(wrapper, loader, "test", settings, device, data=data)
     # at pl.Trainer's logging step: the checkpoint's, when a resumed run had nothing left to train
     logs.epoch_end(metrics, state, step=state.step if state.resumed_log_step is None else state.resumed_log_step)
     results["test"] = metrics

@@ -51,6 +51,7 @@ class Run:
     trust_checkpoint: bool = False  # load --resume with full unpickling (only for files one trusts)
     ckpt: dict | None = None  # the --resume checkpoint, memory-mapped
     restart: bool = False  # --resume of a run with no checkpoint: it starts again in its own directory
+    data_record: str | None = None  # data.txt: what data the run sees (build.data_record)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -456,6 +457,8 @@ def claim(run: Run) -> None:
         snapshot(run)
     _write_yaml(run.dir / f"config{suffix}.yaml", run.config)
     (run.dir / f"provenance{suffix}.json").write_text(json.dumps(provenance(run), indent=2) + "\n")
+    if run.data_record is not None:
+        (run.dir / f"data{suffix}.txt").write_text(run.data_record)
     run.ckpt_dir.mkdir(exist_ok=True)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -18,8 +18,18 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchx.errors import ConfigError
 
 
-class EpochSampler(Sampler[list[int]]):
-    """Yields lists of indices (whole batches); the order depends only on seed and epoch.
+class BatchKey(NamedTuple):
+    """What EpochSampler yields: a batch's sample indices and where the batch stands, which is all
+    that its random augmentation draws may depend on (see torchx.transforms.batch_seed)."""
+
+    indices: list[int]
+    epoch: int
+    number: int  # the batch's position in its epoch; a resumed epoch's batches keep theirs
+    rank: int
+
+
+class EpochSampler(Sampler[BatchKey]):
+    """Yields whole batches as BatchKeys; the order depends only on seed and epoch.
 
     With `world_size > 1` each rank takes every world_size-th index of the permutation. For
     training it is padded first, like DistributedSampler, so all ranks run the same number of
@@ -58,7 +68,7 @@ class EpochSampler(Sampler[list[int]]):
                 skip = self.resume_at[1]
             self.resume_at = None
         for i in range(skip, len(self)):
-            yield order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield BatchKey(order[i * self.batch_size:(i + 1) * self.batch_size], self.epoch, i, self.rank)
 
 
 class ResumableLoader(DataLoader):
@@ -82,24 +92,39 @@ class ResumableLoader(DataLoader):
 
 
 class BatchTensorDataset(Dataset):
-    """Indexed by a list of indices, returns a whole normalised batch `(x, y)`.
+    """Indexed by a BatchKey (or a list of indices), returns a whole batch.
 
-    Images stay uint8 in memory; a batch is converted to float and normalised in one
-    vectorised step instead of one PIL image at a time.
+    Images stay uint8 in memory. Without transforms a batch is converted to float and normalised in
+    one vectorised step, `(x, y)`. With a `pipeline`, its per-image ops run here and the batch leaves
+    as uint8 `(x, y, Finish)`, for the data module's `on_after_batch_transfer` to run the batched ops
+    on the training device.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float,
+                 pipeline: Any = None, seed: int = 0, train: bool = False) -> None:
         self.images, self.labels = images, labels
         self.scale = 1.0 / (255.0 * std)
         self.shift = mean / std
+        self.pipeline, self.seed, self.train = pipeline, seed, train
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(idx)
-        x = self.images[index].float().mul_(self.scale).sub_(self.shift)
-        return x, self.labels[index]
+    def pick(self, index: torch.Tensor) -> Any:
+        """The raw (uint8) images at `index`: a tensor, or a list of tensors of any sizes."""
+        return self.images[index]
+
+    def __getitem__(self, key: BatchKey | list[int]) -> tuple:
+        idx = key.indices if isinstance(key, BatchKey) else key
+        index = torch.as_tensor(idx, dtype=torch.long)
+        if self.pipeline is None:
+            x = self.images[index].float().mul_(self.scale).sub_(self.shift)
+            return x, self.labels[index]
+        from torchx.transforms import Finish, batch_seed
+
+        seed = batch_seed(self.seed, *(key[1:] if isinstance(key, BatchKey) else (0, 0, 0)))
+        x = self.pipeline.image_ops(self.pick(index), seed)
+        return x, self.labels[index], Finish(self.train, seed ^ 0x5DEECE66D)  # the device's draws: their own stream
 
 
 class TensorDataModule(pl.LightningDataModule):
@@ -116,7 +141,8 @@ class TensorDataModule(pl.LightningDataModule):
     def __init__(self, batch_size: int = 64, num_workers: int = 0, val_split: float = 0.1,
                  pin_memory: bool = False, shuffle: bool = True, drop_last: bool = False,
                  split_seed: int = 0, eval_batch_size: int | None = None,
-                 mean: float | None = None, std: float | None = None) -> None:
+                 mean: float | None = None, std: float | None = None,
+                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None) -> None:
         super().__init__()
         if mean is not None:
             self.mean = mean  # e.g. mean 0.5, std 0.5 maps pixels to [-1, 1] for a tanh generator
@@ -134,12 +160,68 @@ class TensorDataModule(pl.LightningDataModule):
         self.pin_memory, self.shuffle, self.drop_last = pin_memory, shuffle, drop_last
         self.split_seed = split_seed
         self.eval_batch_size = eval_batch_size or batch_size
-        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.train_transforms, self.eval_transforms = train_transforms, eval_transforms
+        self.pipelines = self.build_pipelines(train_transforms, eval_transforms)
+        self.splits: dict[str, tuple[Any, torch.Tensor]] = {}
         self._samplers: dict[str, EpochSampler] = {}
         self.batches_seen = 0  # set by torchx's plain loop, which has no trainer to ask
 
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
+
+    def build_pipelines(self, train: list[dict] | None, eval: list[dict] | None) -> dict[str, Any] | None:
+        """The train and eval transform pipelines, checked now (before any data is read); None
+        when neither is configured: batches are normalised in the loader, as they always were."""
+        if train is None and eval is None:
+            return None
+        from torchx.transforms import Pipeline
+
+        return {"train": Pipeline(train, self.mean, self.std, "data_module.args.train_transforms"),
+                "eval": Pipeline(eval, self.mean, self.std, "data_module.args.eval_transforms")}
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Run the batched transforms on a batch that reached the training device (both loops
+        call this, as Lightning does); then the wrapper's own hook, if it has one."""
+        from torchx.transforms import Finish
+
+        if isinstance(batch, (tuple, list)) and len(batch) == 3 and isinstance(batch[2], Finish):
+            x, y, finish = batch
+            batch = self.pipelines["train" if finish.train else "eval"].device_ops(x, finish.seed), y
+        module = getattr(getattr(self, "trainer", None), "lightning_module", None)
+        own = pl.LightningModule.on_after_batch_transfer
+        if module is not None and type(module).on_after_batch_transfer is not own:
+            batch = module.on_after_batch_transfer(batch, dataloader_idx)
+        return batch
+
+    def pipeline_lines(self) -> list[str]:
+        """The transforms each split's batches go through, for the run directory's data.txt."""
+        if self.pipelines is None:
+            return [f"all splits: float, normalised with mean {self.mean}, std {self.std} (no transforms configured)"]
+        lines = []
+        for split, pipeline in (("train", self.pipelines["train"]), ("val/test", self.pipelines["eval"])):
+            lines += [f"{split}: {line}" for line in pipeline.describe()] or [f"{split}: (none)"]
+        return lines
+
+    def labels(self) -> torch.Tensor | None:
+        """Every integer class label of every split (checked against the model's outputs), or None."""
+        found = [y.reshape(-1) for _, y in self.splits.values() if isinstance(y, torch.Tensor)]
+        if not found:
+            return None
+        labels = torch.cat(found)
+        return None if labels.is_floating_point() else labels
+
+    def data_files(self) -> list[Path]:
+        """The files the data was read from (their checksums go into the run's data.txt); none here."""
+        return []
+
+    def split_size(self, split: str) -> int:
+        return len(self.splits[split][1])
+
+    def make_dataset(self, split: str, train: bool) -> Dataset:
+        """The dataset of one split, indexed by BatchKeys; a subclass with other storage overrides it."""
+        images, labels = self.splits[split]
+        pipeline = self.pipelines["train" if train else "eval"] if self.pipelines else None
+        return BatchTensorDataset(images, labels, self.mean, self.std, pipeline, self._seed(), train)
 
     def describe(self) -> str:
         """One line for --dry-run, without loading any data."""
@@ -169,15 +251,14 @@ class TensorDataModule(pl.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         if split not in self.splits:
             self.setup()
-        images, labels = self.splits[split]
         rank, world = self._rank_and_world()
-        sampler = EpochSampler(len(labels), self.batch_size if train else self.eval_batch_size,
+        sampler = EpochSampler(self.split_size(split), self.batch_size if train else self.eval_batch_size,
                                shuffle=train and self.shuffle, seed=self._seed(),
                                drop_last=train and self.drop_last, rank=rank, world_size=world, pad=train)
         self._samplers[split] = sampler
         loader = ResumableLoader if train else DataLoader
         extra = {"consumed": self._consumed} if train else {}
-        return loader(BatchTensorDataset(images, labels, self.mean, self.std), sampler=sampler,
+        return loader(self.make_dataset(split, train), sampler=sampler,
                       batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                       persistent_workers=self.num_workers > 0,
                       generator=torch.Generator(), **extra)  # iterator creation must not touch the global RNG

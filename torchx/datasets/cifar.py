@@ -156,6 +156,7 @@ class CIFAR10(FileDataModule):
     """
 
     mean, std = 0.4734, 0.2516
+    num_classes, in_channels, image_size = 10, 3, 32
     title = "CIFAR-10"
     torchvision_class = "CIFAR10"
     label_key = b"labels"
@@ -165,10 +166,12 @@ class CIFAR10(FileDataModule):
                  val_split: float = 5000, pin_memory: bool = False, download: bool = False,
                  shuffle: bool = True, drop_last: bool = False, split_seed: int = 0,
                  eval_batch_size: int | None = None, mean: float | None = None,
-                 std: float | None = None) -> None:
+                 std: float | None = None,
+                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None) -> None:
         super().__init__(root_dir=root_dir, download=download, batch_size=batch_size, num_workers=num_workers,
                          val_split=val_split, pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
-                         split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std)
+                         split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std,
+                         train_transforms=train_transforms, eval_transforms=eval_transforms)
 
     @property
     def release(self) -> Any:
@@ -182,6 +185,10 @@ class CIFAR10(FileDataModule):
             if path.is_file():
                 return path
         return None
+
+    def data_files(self) -> list[Path]:
+        release = self.release
+        return [p for name, _ in release.train_list + release.test_list if (p := self.find(name)) is not None]
 
     def missing(self) -> list[str]:
         release = self.release
@@ -238,11 +245,14 @@ class CIFAR100(CIFAR10):
                  num_workers: int = 0, val_split: float = 5000, pin_memory: bool = False, download: bool = False,
                  shuffle: bool = True, drop_last: bool = False, split_seed: int = 0,
                  eval_batch_size: int | None = None, mean: float | None = None,
-                 std: float | None = None) -> None:
+                 std: float | None = None,
+                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None) -> None:
         if label not in ("fine", "coarse"):
             raise ConfigError(f"label must be 'fine' (100 classes) or 'coarse' (20 superclasses), got {label!r}")
         super().__init__(root_dir=root_dir, batch_size=batch_size, num_workers=num_workers, val_split=val_split,
                          pin_memory=pin_memory, download=download, shuffle=shuffle, drop_last=drop_last,
-                         split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std)
+                         split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std,
+                         train_transforms=train_transforms, eval_transforms=eval_transforms)
         self.label = label
         self.label_key = f"{label}_labels".encode()
+        self.num_classes = self.label_keys[self.label_key]

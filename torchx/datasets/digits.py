@@ -16,14 +16,17 @@ class Digits(TensorDataModule):
     """1797 8x8 handwritten digits shipped with scikit-learn; the last `test_split` form the test set."""
 
     mean, std = 0.3, 0.4
+    num_classes, in_channels, image_size = 10, 1, 8
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, val_split: float = 0.1,
                  test_split: int = 297, pin_memory: bool = False, shuffle: bool = True,
                  drop_last: bool = False, split_seed: int = 0, eval_batch_size: int | None = None,
-                 mean: float | None = None, std: float | None = None) -> None:
+                 mean: float | None = None, std: float | None = None,
+                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, val_split=val_split,
                          pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
-                         split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std)
+                         split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std,
+                         train_transforms=train_transforms, eval_transforms=eval_transforms)
         # checked here, so a bad value is named before any data is read, not blamed on val_split later
         valid = f"it must be a whole number of digits from 0 to {N_DIGITS - 1} (at least one is left for training)"
         if not isinstance(test_split, int) or isinstance(test_split, bool):

@@ -67,10 +67,12 @@ class FashionMNIST(MNIST):
                  val_split: float = 5000, pin_memory: bool = False, download: bool = False,
                  shuffle: bool = True, drop_last: bool = False, split_seed: int = 0,
                  eval_batch_size: int | None = None, mean: float | None = None,
-                 std: float | None = None) -> None:
+                 std: float | None = None,
+                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None) -> None:
         super().__init__(root_dir=root_dir, batch_size=batch_size, num_workers=num_workers, val_split=val_split,
                          pin_memory=pin_memory, download=download, shuffle=shuffle, drop_last=drop_last,
-                         split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std)
+                         split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std,
+                         train_transforms=train_transforms, eval_transforms=eval_transforms)
 
     def find(self, stem: str) -> Path | None:
         return find(self.root_dir, stem)

@@ -98,6 +98,7 @@ class MNIST(FileDataModule):
     """MNIST digits (60k train, 10k test, 28x28) read from the IDX files in `root_dir`."""
 
     mean, std = 0.1307, 0.3081
+    num_classes, in_channels, image_size = 10, 1, 28
     title = "MNIST"  # in messages
     max_label: int | None = None  # labels above it are refused (None: not checked)
 
@@ -105,16 +106,21 @@ class MNIST(FileDataModule):
                  val_split: float = 5000, pin_memory: bool = False, download: bool = False,
                  shuffle: bool = True, drop_last: bool = False, split_seed: int = 0,
                  eval_batch_size: int | None = None, mean: float | None = None,
-                 std: float | None = None) -> None:
+                 std: float | None = None,
+                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None) -> None:
         super().__init__(root_dir=root_dir, download=download, batch_size=batch_size, num_workers=num_workers,
                          val_split=val_split, pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
-                         split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std)
+                         split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std,
+                         train_transforms=train_transforms, eval_transforms=eval_transforms)
 
     def find(self, stem: str) -> Path | None:
         return find_file(self.root_dir, stem)
 
     def fetch(self) -> None:
         download(self.root_dir)
+
+    def data_files(self) -> list[Path]:
+        return [p for stem in FILES if (p := self.find(stem)) is not None]
 
     def missing(self) -> list[str]:
         return [stem for stem in FILES if self.find(stem) is None]

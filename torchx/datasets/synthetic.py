@@ -16,12 +16,16 @@ class Synthetic(TensorDataModule):
                  num_classes: int = 10, batch_size: int = 64, num_workers: int = 0, val_split: float = 0.1,
                  pin_memory: bool = False, shuffle: bool = True, drop_last: bool = False, split_seed: int = 0,
                  eval_batch_size: int | None = None, mean: float | None = None,
-                 std: float | None = None, data_seed: int = 0) -> None:
+                 std: float | None = None, data_seed: int = 0,
+                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, val_split=val_split,
                          pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
-                         split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std)
+                         split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std,
+                         train_transforms=train_transforms, eval_transforms=eval_transforms)
         self.n_train, self.n_test, self.shape = n_train, n_test, tuple(shape)
         self.num_classes, self.data_seed = num_classes, data_seed
+        self.in_channels = self.shape[0]
+        self.image_size = list(self.shape[1:])
 
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         g = torch.Generator().manual_seed(self.data_seed)
