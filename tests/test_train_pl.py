@@ -133,6 +133,11 @@ def small_data(name: str, folder) -> list[str]:
         from test_more_datasets import write_cifar10
 
         return [f"data_module.args.root_dir={write_cifar10(folder / 'cifar10')}", "data_module.args.val_split=32"]
+    if name == "image_folder":  # PNGs of four sizes, decoded per batch
+        from test_image_folder import mixed, split_layout
+
+        return [f"data_module.args.root_dir={split_layout(folder / 'images', rgb=True, size=mixed)}",
+                "data_module.args.num_workers=0"]
     return []
 
 

@@ -102,6 +102,14 @@ def test_the_batchable_tail_runs_on_the_device_and_the_rest_per_image():
     assert [type(t).__name__ for t in p.per_image] == ["RandomHorizontalFlip", "RandomRotation"]
     p = pipeline([{"name": "RandomCrop", "args": {"size": 8, "pad_if_needed": True}}])
     assert [type(t).__name__ for t in p.per_image] == ["RandomCrop"]  # pad_if_needed has no batched form
+    # images that may differ in size as read (a folder): crops stay per image, to make them one size
+    specs = [{"name": "Resize", "args": {"size": 9}}, {"name": "CenterCrop", "args": {"size": 8}},
+             {"name": "RandomHorizontalFlip"}]
+    p = T.Pipeline(specs, 0.0, 1.0, "eval_transforms", same_size=False)
+    assert [type(t).__name__ for t in p.per_image] == ["Resize", "CenterCrop"]
+    assert [type(t).__name__ for t in p.batched] == ["RandomHorizontalFlip", "Normalize"]
+    sizes = [torch.zeros(3, 9, 14, dtype=torch.uint8), torch.zeros(3, 20, 9, dtype=torch.uint8)]
+    assert p.image_ops(sizes, 0).shape == (2, 3, 8, 8)
 
 
 def test_per_image_draws_depend_only_on_the_seed_and_leave_the_global_rng_alone():

@@ -260,5 +260,8 @@ def list_registered(kind: str | None, config_file: str | None) -> int:
         print(f"{k}:")
         for name, origin, doc in registries[k].describe():
             print(f"  {name:<32} {origin:<48} {doc}")
+        if k == "models":  # the zoos behind the registered names: a summary, not their thousands of names
+            for line in models.zoo.summary(len(registries[k])):
+                print(line)
     return 0
 

@@ -275,11 +275,13 @@ class Pipeline:
     """One split's transforms: per-image ops (in the loader) followed by batched ops (on the device).
 
     `mean` / `std` (one value or one per channel) normalise at the end unless the list has its
-    own `Normalize` or `ToDtype`.
+    own `Normalize` or `ToDtype`. With `same_size` false (images that may differ in size as they
+    are read), crops stay per image, so that they can make the images one size before they are
+    stacked; only what follows the last crop runs on the device.
     """
 
     def __init__(self, specs: list[dict] | None, mean: float | Sequence[float], std: float | Sequence[float],
-                 where: str) -> None:
+                 where: str, same_size: bool = True) -> None:
         from torchvision.transforms import v2
 
         self.specs, self.where = list(specs or []), where
@@ -287,6 +289,9 @@ class Pipeline:
         cut = len(ops)
         while cut > 0 and batchable(ops[cut - 1]):
             cut -= 1
+        if not same_size:
+            crops = [i for i in range(cut, len(ops)) if isinstance(ops[i], (v2.RandomCrop, v2.CenterCrop))]
+            cut = crops[-1] + 1 if crops else cut
         self.per_image, self.batched = ops[:cut], ops[cut:]
         self.default_normalize = not any(isinstance(t, (v2.Normalize, v2.ToDtype)) for t in ops)
         means = [float(mean)] if isinstance(mean, (int, float)) else [float(m) for m in mean]

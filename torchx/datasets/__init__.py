@@ -12,4 +12,5 @@ registry = Registry("dataset")
 register = registry.register
 make = registry.make
 
-from torchx.datasets import cifar, digits, fashion_mnist, mnist, synthetic  # noqa: E402,F401  (built-ins register themselves)
+# the built-ins register themselves
+from torchx.datasets import cifar, digits, fashion_mnist, folder, mnist, synthetic  # noqa: E402,F401

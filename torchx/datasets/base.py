@@ -137,6 +137,7 @@ class TensorDataModule(pl.LightningDataModule):
 
     mean: float = 0.5
     std: float = 0.5
+    same_size = True  # whether a split's images all have one size as stored (see transforms.Pipeline)
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, val_split: float = 0.1,
                  pin_memory: bool = False, shuffle: bool = True, drop_last: bool = False,
@@ -176,8 +177,8 @@ class TensorDataModule(pl.LightningDataModule):
             return None
         from torchx.transforms import Pipeline
 
-        return {"train": Pipeline(train, self.mean, self.std, "data_module.args.train_transforms"),
-                "eval": Pipeline(eval, self.mean, self.std, "data_module.args.eval_transforms")}
+        return {"train": Pipeline(train, self.mean, self.std, "data_module.args.train_transforms", self.same_size),
+                "eval": Pipeline(eval, self.mean, self.std, "data_module.args.eval_transforms", self.same_size)}
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Run the batched transforms on a batch that reached the training device (both loops
