@@ -8,12 +8,13 @@ batches, a resumed run sees what it would have seen, and DDP ranks take disjoint
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from torchx.errors import ConfigError
 
@@ -91,6 +92,15 @@ class ResumableLoader(DataLoader):
         self.sampler.resume_at = (int(state["epoch"]), int(state["batches"]))
 
 
+@dataclass
+class LoaderFailure:
+    """What a DataLoader worker returns instead of a batch it cannot make (a ConfigError: an image
+    that does not decode, transforms that leave images of different sizes), so the main process
+    raises the message alone; an exception raised in a worker arrives wrapped in its traceback."""
+
+    message: str
+
+
 class BatchTensorDataset(Dataset):
     """Indexed by a BatchKey (or a list of indices), returns a whole batch.
 
@@ -114,7 +124,15 @@ class BatchTensorDataset(Dataset):
         """The raw (uint8) images at `index`: a tensor, or a list of tensors of any sizes."""
         return self.images[index]
 
-    def __getitem__(self, key: BatchKey | list[int]) -> tuple:
+    def __getitem__(self, key: BatchKey | list[int]) -> tuple | LoaderFailure:
+        try:
+            return self.batch(key)
+        except ConfigError as e:
+            if get_worker_info() is None:
+                raise
+            return LoaderFailure(str(e))
+
+    def batch(self, key: BatchKey | list[int]) -> tuple:
         idx = key.indices if isinstance(key, BatchKey) else key
         index = torch.as_tensor(idx, dtype=torch.long)
         if self.pipeline is None:
@@ -185,6 +203,8 @@ class TensorDataModule(pl.LightningDataModule):
         call this, as Lightning does); then the wrapper's own hook, if it has one."""
         from torchx.transforms import Finish
 
+        if isinstance(batch, LoaderFailure):
+            raise ConfigError(batch.message)
         if isinstance(batch, (tuple, list)) and len(batch) == 3 and isinstance(batch[2], Finish):
             x, y, finish = batch
             batch = self.pipelines["train" if finish.train else "eval"].device_ops(x, finish.seed), y

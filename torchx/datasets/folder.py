@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from torchx.datasets import register
 from torchx.datasets.base import BatchKey, BatchTensorDataset, TensorDataModule
@@ -152,15 +152,6 @@ class FileList:
         return FileList([self.paths[i] for i in idx], [self.sizes[i] for i in idx] if self.sizes else [])
 
 
-@dataclass
-class DecodeFailure:
-    """What a DataLoader worker returns instead of a batch whose file it cannot decode, so the main
-    process raises the message alone (an exception raised in a worker arrives wrapped in its
-    traceback)."""
-
-    message: str
-
-
 class FolderBatchDataset(BatchTensorDataset):
     """A lazy split: a batch's files are decoded when the batch is asked for, then go through the
     per-image transforms as in-memory images do."""
@@ -174,28 +165,23 @@ class FolderBatchDataset(BatchTensorDataset):
     def pick(self, index: torch.Tensor) -> list[torch.Tensor]:
         return [decode(self.images.paths[i], self.grayscale, self.size) for i in index.tolist()]
 
-    def __getitem__(self, key: BatchKey | list[int]) -> Any:
-        try:
-            if self.pipeline is not None:
-                return super().__getitem__(key)
-            # no transforms: the batch is normalised here, exactly as an in-memory one is
-            idx = key.indices if isinstance(key, BatchKey) else key
-            index = torch.as_tensor(idx, dtype=torch.long)
-            images = self.pick(index)
-            shapes = [tuple(i.shape) for i in images]
-            if len(set(shapes)) > 1:
-                other = next(i for i, s in enumerate(shapes) if s != shapes[0])
-                paths = self.images.paths
-                raise ConfigError(
-                    f"the images of a batch have different sizes: {paths[idx[0]]} is {list(shapes[0])}, "
-                    f"{paths[idx[other]]} is {list(shapes[other])}; set data_module.args.image_size to resize "
-                    f"them as they are read, or add a Resize or RandomResizedCrop to the transforms")
-            x = torch.stack(images).float().mul_(self.scale).sub_(self.shift)
-            return x, self.labels[index]
-        except ConfigError as e:
-            if get_worker_info() is None:
-                raise
-            return DecodeFailure(str(e))
+    def batch(self, key: BatchKey | list[int]) -> Any:
+        if self.pipeline is not None:
+            return super().batch(key)
+        # no transforms: the batch is normalised here, exactly as an in-memory one is
+        idx = key.indices if isinstance(key, BatchKey) else key
+        index = torch.as_tensor(idx, dtype=torch.long)
+        images = self.pick(index)
+        shapes = [tuple(i.shape) for i in images]
+        if len(set(shapes)) > 1:
+            other = next(i for i, s in enumerate(shapes) if s != shapes[0])
+            paths = self.images.paths
+            raise ConfigError(
+                f"the images of a batch have different sizes: {paths[idx[0]]} is {list(shapes[0])}, "
+                f"{paths[idx[other]]} is {list(shapes[other])}; set data_module.args.image_size to resize "
+                f"them as they are read, or add a Resize or RandomResizedCrop to the transforms")
+        x = torch.stack(images).float().mul_(self.scale).sub_(self.shift)
+        return x, self.labels[index]
 
 
 @register("image_folder")
@@ -504,7 +490,4 @@ class ImageFolder(TensorDataModule):
         return FolderBatchDataset(images, labels, self.mean, self.std, pipeline, self._seed(), train,
                                   self.grayscale, self.size)
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if isinstance(batch, DecodeFailure):  # a worker could not decode a file of this batch
-            raise ConfigError(batch.message)
-        return super().on_after_batch_transfer(batch, dataloader_idx)
+
