@@ -144,13 +144,19 @@ def _per_channel(values: Sequence[float], x: torch.Tensor) -> torch.Tensor:
 
 
 def _crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Per-sample crops of size h x w at (top, left), one gather for the whole batch."""
-    n, c = x.shape[:2]
+    """Per-sample crops of size h x w at (top, left). Each output row is a run of w consecutive
+    values of x, so one index_select of the runs' starts, over a view of x whose rows are every
+    such run, copies the whole batch (an order of magnitude faster than a 4-d gather)."""
+    n, c, H, W = x.shape
+    if x.numel() == 0:
+        return x[..., :h, :w]
     dev = x.device
-    rows = (top.to(dev)[:, None] + torch.arange(h, device=dev))[:, None, :, None]
-    cols = (left.to(dev)[:, None] + torch.arange(w, device=dev))[:, None, None, :]
-    return x[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
-             rows, cols]
+    x = x.contiguous()
+    runs = x.reshape(-1).as_strided((x.numel() - w + 1, w), (1, 1))  # runs[o]: the w values from offset o
+    starts = ((torch.arange(n, device=dev) * (c * H * W))[:, None, None]
+              + (torch.arange(c, device=dev) * (H * W))[None, :, None]
+              + ((top.to(dev)[:, None] + torch.arange(h, device=dev)) * W + left.to(dev)[:, None])[:, None, :])
+    return runs.index_select(0, starts.reshape(-1)).reshape(n, c, h, w)
 
 
 def _random_crop(t: Any, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -181,8 +187,9 @@ def _center_crop(t: Any, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def _flip(dim: int) -> Callable:
     def flip(t: Any, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        chosen = (torch.rand(len(x), generator=g) < t.p).to(x.device)[:, None, None, None]
-        return torch.where(chosen, x.flip(dim), x)
+        chosen = (torch.rand(len(x), generator=g) < t.p).to(x.device)
+        pick = torch.arange(len(x), device=x.device) + len(x) * chosen.long()
+        return torch.cat([x, x.flip(dim)]).index_select(0, pick)  # a copy of each sample or of its mirror
     return flip
 
 

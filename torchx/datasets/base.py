@@ -122,7 +122,7 @@ class BatchTensorDataset(Dataset):
 
     def pick(self, index: torch.Tensor) -> Any:
         """The raw (uint8) images at `index`: a tensor, or a list of tensors of any sizes."""
-        return self.images[index]
+        return self.images.index_select(0, index)
 
     def __getitem__(self, key: BatchKey | list[int]) -> tuple | LoaderFailure:
         try:
@@ -136,13 +136,14 @@ class BatchTensorDataset(Dataset):
         idx = key.indices if isinstance(key, BatchKey) else key
         index = torch.as_tensor(idx, dtype=torch.long)
         if self.pipeline is None:
-            x = self.images[index].float().mul_(self.scale).sub_(self.shift)
-            return x, self.labels[index]
+            x = self.images.index_select(0, index).float().mul_(self.scale).sub_(self.shift)
+            return x, self.labels.index_select(0, index)
         from torchx.transforms import Finish, batch_seed
 
         seed = batch_seed(self.seed, *(key[1:] if isinstance(key, BatchKey) else (0, 0, 0)))
         x = self.pipeline.image_ops(self.pick(index), seed)
-        return x, self.labels[index], Finish(self.train, seed ^ 0x5DEECE66D)  # the device's draws: their own stream
+        # the device's draws get a stream of their own, unrelated to the per-image ones
+        return x, self.labels.index_select(0, index), Finish(self.train, seed ^ 0x5DEECE66D)
 
 
 class TensorDataModule(pl.LightningDataModule):
