@@ -24,11 +24,13 @@ MODEL_ARGS: dict[str, dict] = {
     "resnet18": {"in_channels": 1, "num_classes": 10},
     "dcgan_generator": {"latent_dim": 16, "width": 8},
     "dcgan_discriminator": {"width": 8},
+    "edsr": {"in_channels": 1, "n_resblocks": 2, "n_feats": 8},
 }
 # (input shape, output shape) for models that are not 28x28-image classifiers
 MODEL_IO: dict[str, tuple[tuple, tuple]] = {
     "dcgan_generator": ((2, 16), (2, 1, 28, 28)),
     "dcgan_discriminator": ((2, 1, 28, 28), (2,)),
+    "edsr": ((2, 1, 28, 28), (2, 1, 56, 56)),  # x2 super-resolution
 }
 
 

@@ -18,4 +18,4 @@ registry = Registry("model", fallback=lambda name: zoo.find(name, registry.keys(
 register = registry.register
 make = registry.make
 
-from torchx.models import cnn, dcgan, mlp, resnet  # noqa: E402,F401  (built-ins register themselves)
+from torchx.models import cnn, dcgan, edsr, mlp, resnet  # noqa: E402,F401  (built-ins register themselves)
