@@ -89,6 +89,8 @@ COMMANDS: dict[str, Case] = {
     "pip install -r requirements.txt": Case(skip="installs packages (what .ci/run does)"),
     "python -m pytest": Case(skip="runs this suite"),
     "pip install -e .": Case(skip="installs torchx into the environment"),
+    "pip install -e '.[timm]'": Case(skip="installs torchx and timm (.ci/run installs timm's pin)"),
+    "python bench/data.py --only cifar --quick": Case(skip="a benchmark (a minute)"),
     'python -m pytest -m "not slow"': Case(skip="runs this suite"),
     DIGITS: Case(),
     "python train_pl.py --config configs/mnist.yaml --gpu 1,2 --name test":

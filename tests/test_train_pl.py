@@ -133,6 +133,14 @@ def small_data(name: str, folder) -> list[str]:
         from test_more_datasets import write_cifar10
 
         return [f"data_module.args.root_dir={write_cifar10(folder / 'cifar10')}", "data_module.args.val_split=32"]
+    if name == "cluttered_mnist":  # made from the fake MNIST files, cached beside them
+        return [f"data_module.args.mnist_dir={write_fake_mnist(folder / 'mnist')}",
+                f"data_module.args.root_dir={folder / 'cluttered'}", "data_module.args.val_split=32"]
+    if name == "div2k":  # two real photos and their crops, as PNGs in DIV2K's layout
+        from test_sr import write_div2k
+
+        return [f"data_module.args.root_dir={write_div2k(folder / 'div2k')}", "data_module.args.val_split=1",
+                "data_module.args.samples_per_image=1"]
     if name == "image_folder":  # PNGs of four sizes, decoded per batch
         from test_image_folder import mixed, split_layout
 

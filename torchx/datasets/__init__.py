@@ -13,4 +13,4 @@ register = registry.register
 make = registry.make
 
 # the built-ins register themselves
-from torchx.datasets import cifar, digits, fashion_mnist, folder, mnist, pairs, synthetic  # noqa: E402,F401
+from torchx.datasets import cifar, cluttered, digits, fashion_mnist, folder, mnist, pairs, synthetic  # noqa: E402,F401
