@@ -151,3 +151,16 @@ def assert_run_dir(run_dir: Path, epochs: int, tested: bool = True) -> dict:
         assert {"test/loss", "test/acc"} <= results["test"].keys()
         assert "test/acc" in tags
     return results
+
+
+def refused(loop: str, config: Path, capsys) -> str:
+    """Run `config` with train_pl.py or train.py (`loop`) in this process and check it is refused as
+    bad input: exit 2, one line `<loop>.py: error: ...`, no traceback. Returns that line."""
+    capsys.readouterr()
+    code = (run_train_pl if loop == "train_pl" else run_train)(["--config", str(config), "--save-dir", "save"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{loop}.py: error: "), err
+    return err

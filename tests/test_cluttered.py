@@ -17,7 +17,17 @@ import pytest
 import torch
 
 import torchx.datasets as datasets
-from helpers import ROOT, SHARED_MNIST, read_metrics, run_train, run_train_pl, tiny_config, write_config, write_idx
+from helpers import (
+    ROOT,
+    SHARED_MNIST,
+    read_metrics,
+    refused,
+    run_train,
+    run_train_pl,
+    tiny_config,
+    write_config,
+    write_idx,
+)
 from torchx.datasets.cluttered import ClutteredMNIST, compose, plan
 from torchx.datasets.mnist import read_idx
 from torchx.errors import ConfigError
@@ -383,13 +393,7 @@ def test_bad_arguments(case, loop, mnist_dir, tmp_path, monkeypatch, capsys):
     args = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in args.items()}
     config = bad_config(tmp_path, mnist_dir, **args)
     before = sorted(tmp_path.rglob("*"))
-    capsys.readouterr()
-    code = (run_train_pl if loop == "train_pl" else run_train)(["--config", str(config), "--save-dir", "save"])
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{loop}.py: error: "), err
+    err = refused(loop, config, capsys)
     for phrase in phrases:
         assert phrase.format(tmp=tmp_path) in err, f"{phrase!r} not in {err!r}"
     assert sorted(tmp_path.rglob("*")) == before  # no save/, no cache folder, nothing else
