@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gzip
+import http.server
 import json
 import os
 import struct
+import threading
 from importlib import metadata
 from pathlib import Path
 
@@ -164,3 +168,17 @@ def refused(loop: str, config: Path, capsys) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{loop}.py: error: "), err
     return err
+
+
+@contextlib.contextmanager
+def serve_folder(www: Path):
+    """An HTTP server on 127.0.0.1 serving `www` (downloads tested without the internet); yields its URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *args: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

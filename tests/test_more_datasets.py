@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import http.server
 import io
 import os
 import pickle
 import struct
 import tarfile
-import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -28,7 +26,17 @@ from torchvision.datasets import CIFAR100 as TV_CIFAR100
 from torchvision.datasets import FashionMNIST as TV_FASHION
 
 import torchx.datasets as datasets
-from helpers import refused, run_train, run_train_pl, scalars, tiny_config, write_config, write_fake_mnist, write_idx
+from helpers import (
+    refused,
+    run_train,
+    run_train_pl,
+    scalars,
+    serve_folder,
+    tiny_config,
+    write_config,
+    write_fake_mnist,
+    write_idx,
+)
 from torchx.datasets.cifar import CIFAR10, CIFAR100, BatchUnpickler
 from torchx.datasets.fashion_mnist import FashionMNIST
 from torchx.errors import ConfigError
@@ -537,14 +545,8 @@ def server(tmp_path):
     """An HTTP server on 127.0.0.1 serving tmp_path/www; yields (folder, base URL)."""
     www = tmp_path / "www"
     www.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *args: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield www, f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_folder(www) as url:
+        yield www, url
 
 
 def test_cifar10_download_extracts_and_checks_md5(tmp_path, server, monkeypatch):

@@ -9,10 +9,8 @@ against an HTTP server on 127.0.0.1.
 from __future__ import annotations
 
 import functools
-import http.server
 import json
 import math
-import threading
 import zipfile
 from pathlib import Path
 
@@ -28,7 +26,7 @@ import torchx.datasets as datasets
 import torchx.metrics as metrics
 import torchx.models as models
 import torchx.models.edsr  # noqa: F401  (registers edsr, whatever torchx.models imports)
-from helpers import ROOT, read_metrics, refused, run_train, run_train_pl, write_config
+from helpers import ROOT, read_metrics, refused, run_train, run_train_pl, serve_folder, write_config
 from torchx.datasets.base import BatchKey
 from torchx.datasets.pairs import DIV2K, PairedImages, dihedral, downscale, read_image
 from torchx.errors import ConfigError
@@ -500,13 +498,8 @@ def server(tmp_path):
     """An HTTP server on 127.0.0.1 serving tmp_path/www; yields (folder, base URL)."""
     www = tmp_path / "www"
     www.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *args: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield www, f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_folder(www) as url:
+        yield www, url
 
 
 def test_div2k_download_fetches_what_is_missing(tmp_path, server, monkeypatch):

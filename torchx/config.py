@@ -687,6 +687,7 @@ def _data_for_refs(cfg: dict) -> Any:
     if any(getattr(data, name, None) is None for _, name in data_refs(cfg)) and callable(getattr(data, "setup", None)):
         with torch.random.fork_rng(devices=[]):
             data.setup("fit")
+    PREBUILT.clear()  # only the latest check's module is reused: an earlier one may describe other files
     PREBUILT[spec_key(cfg["data_module"])] = data
     return data
 

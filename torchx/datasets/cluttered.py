@@ -240,6 +240,7 @@ class ClutteredMNIST(FileDataModule):
                          split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std,
                          train_transforms=train_transforms, eval_transforms=eval_transforms)
         self.source = MNIST(root_dir=mnist_dir, download=download)
+        self.source.root_arg = "mnist_dir"  # its messages point at the argument that names its folder here
         self.canvas, self.fragment, self.n_clutter, self.data_seed = size, frag, n_clutter, data_seed
         self.n_train, self.n_test = n_train, n_test
         self.image_size: int | list[int] = size[0] if size[0] == size[1] else list(size)
@@ -254,9 +255,7 @@ class ClutteredMNIST(FileDataModule):
         self.source.fetch()
 
     def missing_message(self, missing: list[str]) -> str:
-        # mnist's own message, pointing at the argument that names its folder here
-        return self.source.missing_message(missing).replace("data_module.args.root_dir",
-                                                            "data_module.args.mnist_dir")
+        return self.source.missing_message(missing)
 
     def data_files(self) -> list[Path]:
         mnist = self.source.data_files()

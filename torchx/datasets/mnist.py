@@ -100,6 +100,7 @@ class MNIST(FileDataModule):
     mean, std = 0.1307, 0.3081
     num_classes, in_channels, image_size = 10, 1, 28
     title = "MNIST"  # in messages
+    root_arg = "root_dir"  # the config argument that names the folder, in messages
     max_label: int | None = None  # labels above it are refused (None: not checked)
 
     def __init__(self, root_dir: str = "./load/mnist", batch_size: int = 64, num_workers: int = 0,
@@ -128,7 +129,7 @@ class MNIST(FileDataModule):
     def missing_message(self, missing: list[str]) -> str:
         return (f"{self.title} files missing in '{self.root_dir}': {', '.join(m + '.gz' for m in missing)}. "
                 f"Copy the four IDX files (gzipped or not) into that folder, point "
-                f"data_module.args.root_dir at them, or set data_module.args.download=true")
+                f"data_module.args.{self.root_arg} at them, or set data_module.args.download=true")
 
     def read(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         data = {}
