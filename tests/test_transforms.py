@@ -4,6 +4,7 @@ ${data:...} references, and bad input."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 
 import pytest
@@ -14,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import v2
 
 import torchx.transforms as T
-from helpers import read_metrics, run_train, run_train_pl, tiny_config, write_config
+from helpers import read_metrics, run_train, run_train_pl, tiny_config, write_config, write_fake_mnist
 from torchx import datasets
 from torchx.errors import ConfigError
 
@@ -328,3 +329,17 @@ def test_registered_transforms_shadow_torchvisions_and_run_per_image():
 def test_unknown_names_in_a_data_module_fail_at_construction():
     with pytest.raises(ConfigError, match="did you mean 'RandomHorizontalFlip'"):
         datasets.make({"name": "digits", "args": {"eval_transforms": [{"name": "RandomHorizontalFlp"}]}})
+
+
+def test_data_txt_gives_each_data_files_sha256(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = write_fake_mnist(tmp_path / "mnist")
+    cfg = tiny_config(max_epochs=1)
+    cfg["data_module"] = {"name": "mnist", "args": {"root_dir": str(root), "batch_size": 16, "val_split": 32}}
+    cfg["train_wrapper"]["args"]["model_spec"]["args"]["in_dim"] = 784
+    assert run_train(["--config", str(write_config(tmp_path / "m.yaml", cfg)), "--name", "m"]) == 0
+    record = (tmp_path / "save" / "m" / "data.txt").read_text()
+    files = sorted(root.iterdir())
+    assert len(files) == 4 and f"files ({len(files)}):" in record
+    for path in files:
+        assert f"sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}" in record and str(path) in record
