@@ -182,3 +182,39 @@ def serve_folder(www: Path):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def run_tool(argv: list[str]) -> int:
+    """`python -m torchx ...` (test, validate, predict, export, rerun, ...), in this process."""
+    from torchx.cli import tool_main
+
+    return tool_main(argv)
+
+
+def trained_run(save: Path, name: str = "run", loop: str = "train_pl", **trainer_params) -> Path:
+    """A finished tiny digits run (tiny_config) trained by train_pl.py or train.py (`loop`) into
+    `save/name`; returns its run directory."""
+    cfg = write_config(save.parent / f"{name}.yaml", tiny_config(**trainer_params))
+    code = (run_train_pl if loop == "train_pl" else run_train)(["--config", str(cfg), "--name", name,
+                                                                "--save-dir", str(save)])
+    assert code == 0
+    return save / name
+
+
+def tool_refused(argv: list[str], capsys) -> str:
+    """Run `python -m torchx <argv>` in this process and check it is refused as bad input: exit 2,
+    one line `python -m torchx: error: ...`, no traceback. Returns that line."""
+    capsys.readouterr()
+    code = run_tool(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python -m torchx: error: "), err
+    return lines[0]
+
+
+def tree(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` with its size and modification time: a test that nothing changed."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -83,10 +83,15 @@ def _tupleify(x: Any) -> Any:
     return tuple(_tupleify(i) for i in x) if isinstance(x, list) else x
 
 
-def torchx_state() -> dict[str, Any]:
+def torchx_state(config: dict | None = None) -> dict[str, Any]:
+    """torchx's part of a checkpoint: its version, the RNG states and the run's resolved config, so
+    that a checkpoint file alone rebuilds its model (torchx.load_model)."""
     import torchx
 
-    return {"version": torchx.__version__, "rng": rng_state()}
+    state = {"version": torchx.__version__, "rng": rng_state()}
+    if config is not None:
+        state["config"] = config
+    return state
 
 
 def restore_torchx_state(state: dict[str, Any] | None) -> None:
@@ -95,14 +100,18 @@ def restore_torchx_state(state: dict[str, Any] | None) -> None:
 
 
 class TorchxState(pl.Callback):
-    """Puts torchx's version and the RNG states into every checkpoint and restores the RNGs on resume."""
+    """Puts torchx's version, the RNG states and the config into every checkpoint and restores the
+    RNGs on resume."""
+
+    def __init__(self, config: dict | None = None) -> None:
+        self.config = config
 
     @property
     def state_key(self) -> str:
         return STATE_KEY
 
     def state_dict(self) -> dict[str, Any]:
-        return torchx_state()
+        return torchx_state(self.config)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         restore_torchx_state(state_dict)

@@ -229,8 +229,16 @@ def tool_main(argv: list[str] | None = None) -> int:
     pt.add_argument("-o", "--out", default="plot.png", help="output PNG (default: plot.png)")
     pt.add_argument("--x", default="auto", choices=("auto", "step", "epoch"),
                     help="x axis (default auto: epochs when the runs' epochs differ in steps, else steps)")
-    args = p.parse_args(argv)
+    add_tool_parsers(sub)
+    args, extra = p.parse_known_args(argv)
+    # KEY=VALUE after an option (`test RUN --ckpt last a=1`) is left over by argparse: an override still
+    if extra and (not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra)):
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides += extra
     try:
+        if args.command in TOOLS:
+            return importlib.import_module(f"torchx.tools.{TOOLS[args.command]}").main(args)
         if args.command == "list":
             return list_registered(args.kind, args.config)
         if args.command == "plot":
@@ -246,6 +254,53 @@ def tool_main(argv: list[str] | None = None) -> int:
         return 0
     except TorchxError as e:
         return fail("python -m torchx", e)
+
+
+# the after-training commands and the torchx.tools module each one runs (its main(args))
+TOOLS = {"test": "evaluate", "validate": "evaluate", "predict": "predict", "export": "export", "rerun": "rerun"}
+CKPT_HELP = ("the checkpoint: best (the one the run ranked best by checkpoint.monitor, the default), last "
+             "(ckpt/last.ckpt) or a checkpoint file")
+
+
+def add_tool_parsers(sub: Any) -> None:
+    """test, validate, predict, export and rerun: each reads a finished (or interrupted) run directory."""
+    def run_parser(name: str, help: str, ckpt: bool = True) -> argparse.ArgumentParser:
+        q = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+        q.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, e.g. save/digits")
+        if ckpt:
+            q.add_argument("--ckpt", default="best", metavar="best|last|PATH", help=CKPT_HELP)
+            q.add_argument("--trust-checkpoint", action="store_true",
+                           help="load a checkpoint that holds pickled Python objects (runs code from the file)")
+        return q
+
+    for name, split in (("test", "test"), ("validate", "validation")):
+        q = run_parser(name, f"evaluate a run's checkpoint on its {split} split and write "
+                             f"RUN_DIR/eval/{'test' if name == 'test' else 'val'}-<ckpt>.json")
+        q.add_argument("--gpu", help="CUDA device ids as in training, e.g. 0 or 1,2 (several: DDP); default: CPU")
+        q.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="changes to the run's config for this evaluation (another data module or split, a "
+                            "batch size), printed as a diff and recorded")
+    q = run_parser("predict", "run a run's model on images, a folder of images or a split of its data, "
+                              "and write the predictions")
+    q.add_argument("--input", required=True, metavar="PATH|split:NAME",
+                   help="an image file, a folder of images, or split:train|val|test of the run's data module")
+    q.add_argument("--out", metavar="FILE",
+                   help="where to write: .csv (classifiers: input, class, top-k scores), .pt or .npy "
+                        "(default: RUN_DIR/predictions/<input>-<ckpt>.csv, or .pt for other models)")
+    q.add_argument("--top-k", type=int, default=5, metavar="K", help="scores of the K best classes (default: 5)")
+    q.add_argument("--batch-size", type=int, metavar="N", help="images per batch (default: the run's eval batch size)")
+    q.add_argument("--gpu", help="a CUDA device id, e.g. 0; default: CPU")
+    q = run_parser("export", "write a run's model as a file that runs without torchx, load it back and "
+                             "compare its outputs with the model's")
+    q.add_argument("--format", required=True, choices=("torchscript", "onnx", "exported-program"),
+                   help="torchscript (torch.jit), onnx (needs the onnx package) or exported-program (torch.export)")
+    q.add_argument("--out", metavar="FILE",
+                   help="the file to write (default: RUN_DIR/export/model-<ckpt>.pt, .onnx or .pt2)")
+    q.add_argument("--batch-size", type=int, default=8, metavar="N",
+                   help="size of the real batch the export is traced with and checked on (default: 8)")
+    q = run_parser("rerun", "train a run again from its own src/ snapshot, config and seed into a new run "
+                            "directory, then compare the two runs' metrics.csv", ckpt=False)
+    q.add_argument("--name", help="the new run's name (default: <run name>-rerun, -rerun-2, ...)")
 
 
 def list_registered(kind: str | None, config_file: str | None) -> int:

@@ -50,7 +50,7 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: p
     params = build.apply_gpus(cfg, gpus)["trainer_params"]
     logger = BaseLogger(run.dir)
     user = build.user_callbacks(cfg)
-    cbs: list[pl.Callback] = [logger, TorchxState(), PreemptionCheckpoint(run.ckpt_dir), *user]
+    cbs: list[pl.Callback] = [logger, TorchxState(cfg), PreemptionCheckpoint(run.ckpt_dir), *user]
     # torchx's bar steps aside for a progress bar of the user's own (Lightning allows one)
     if params.get("enable_progress_bar", True) and not any(isinstance(cb, LightningProgressBar) for cb in user):
         cbs.append(ProgressBar(logger.report) if interactive() else PlainProgress(logger.report, plain_every_s()))

@@ -180,6 +180,7 @@ def train(args: argparse.Namespace, run: Run) -> int:
     if isinstance(settings.val_interval, int):  # pl.Trainer refuses one longer than an epoch
         check_val_interval(cfg.get("trainer_params") or {}, settings.batches("train", len(data.train_dataloader())))
     ckpts = Checkpoints(run.ckpt_dir, cfg.get("checkpoint") or {}, enabled=settings.checkpointing)
+    ckpts.config = cfg
     wrapper.to(device)
     optimizer, scheds = wrapper.build_optimizers()
     state = State()
@@ -572,6 +573,7 @@ class Checkpoints:
         self.validated = False  # whether a validation has run in this process
         self.resumed_from: Path | None = None  # never deleted as a superseded top-k file
         self.on_epoch_end, self.per_epoch = True, 0
+        self.config: dict | None = None  # the run's config, carried in every checkpoint (torchx_state)
         from pytorch_lightning.callbacks import ModelCheckpoint
 
         lightning_args = {k: v for k, v in args.items() if k != "verbose"}
@@ -702,7 +704,7 @@ class Checkpoints:
             "pytorch-lightning_version": pl.__version__,
             "state_dict": wrapper.state_dict(),
             "loops": lightning_loops(state, self.per_epoch, moment),
-            "callbacks": {self.state_key: self.lightning_state(), STATE_KEY: torchx_state()},
+            "callbacks": {self.state_key: self.lightning_state(), STATE_KEY: torchx_state(self.config)},
             "optimizer_states": [optimizer.state_dict()],
             "lr_schedulers": [s["scheduler"].state_dict() for s in scheds],
             "hparams_name": "kwargs",

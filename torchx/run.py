@@ -134,9 +134,10 @@ def training_done(ckpt: dict, cfg: dict) -> bool:
     return finished is not None and max_epochs != -1 and finished >= max_epochs
 
 
-def inspect_checkpoint(path: Path, trust: bool = False) -> dict:
+def inspect_checkpoint(path: Path, trust: bool = False, what: str = "--resume") -> dict:
     """Open a checkpoint (memory-mapped; weights only unless `trust`) and check it has what
-    resume needs, is undamaged, and was written by a compatible torchx."""
+    resume needs, is undamaged, and was written by a compatible torchx. `what` names the option the
+    path came from in messages (--resume, or --ckpt of the after-training tools)."""
     import pickle
     import zipfile
 
@@ -149,26 +150,32 @@ def inspect_checkpoint(path: Path, trust: bool = False) -> dict:
     try:  # only the zip format can be memory-mapped; a legacy-format file is read whole
         ckpt = torch.load(path, map_location="cpu", weights_only=not trust, mmap=not head.startswith(LEGACY_MAGIC))
     except pickle.UnpicklingError as e:  # readable, but holds objects beyond tensors and plain data
-        raise ConfigError(f"--resume: '{path}' holds Python objects that only full unpickling can load, and "
+        raise ConfigError(f"{what}: '{path}' holds Python objects that only full unpickling can load, and "
                           f"unpickling runs code from the file ({first_line(e, 200)}). If you trust where it came "
                           f"from, add --trust-checkpoint") from None
     except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as e:  # truncated, not a zip, ...
-        raise ConfigError(f"--resume: '{path}' is not a readable PyTorch checkpoint; it may be truncated or "
+        raise ConfigError(f"{what}: '{path}' is not a readable PyTorch checkpoint; it may be truncated or "
                           f"not a checkpoint at all ({first_line(e, 200)})") from None
     if is_zip:
-        check_archive(path)
+        check_archive(path, what)
     if not isinstance(ckpt, dict):
-        raise ConfigError(f"--resume: '{path}' holds a {type(ckpt).__name__}, not a training checkpoint")
+        raise ConfigError(f"{what}: '{path}' holds a {type(ckpt).__name__}, not a training checkpoint")
     missing = [k for k in ("state_dict", "epoch", "global_step", "optimizer_states") if k not in ckpt]
     if missing:
-        raise ConfigError(f"--resume: '{path}' is not a training checkpoint (missing {', '.join(missing)}); "
-                          f"resume needs one written by train_pl.py or train.py")
-    check_contents(ckpt, path)
+        raise ConfigError(f"{what}: '{path}' is not a training checkpoint (missing {', '.join(missing)}); "
+                          f"{_use(what)} one written by train_pl.py or train.py")
+    check_contents(ckpt, path, what)
     written_by = ((ckpt.get("callbacks") or {}).get("torchx") or {}).get("version")
     if written_by and written_by.split(".")[:2] != torchx.__version__.split(".")[:2]:
-        raise ConfigError(f"--resume: '{path}' was written by torchx {written_by}; this is torchx "
-                          f"{torchx.__version__}, whose checkpoints differ. Resume it with torchx {written_by}")
+        raise ConfigError(f"{what}: '{path}' was written by torchx {written_by}; this is torchx "
+                          f"{torchx.__version__}, whose checkpoints differ. "
+                          f"{'Resume' if what == '--resume' else 'Load'} it with torchx {written_by}")
     return ckpt
+
+
+def _use(what: str) -> str:
+    """How a message tells the user to go on with another checkpoint."""
+    return "resume from" if what == "--resume" else "load"
 
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6: a zip archive (torch.load's own test)
@@ -185,7 +192,7 @@ def _head(path: Path) -> bytes:
         return b""
 
 
-def check_archive(path: Path) -> None:
+def check_archive(path: Path, what: str = "--resume") -> None:
     """Every member of a zip-format checkpoint must match its CRC-32. torch.load does not check them,
     so a bit flipped on disk in a tensor's bytes would load as a silently wrong weight. Reading the
     whole file costs about 30 ms per 100 MB from the page cache."""
@@ -196,10 +203,10 @@ def check_archive(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError, ValueError) as e:
-        raise ConfigError(f"--resume: '{path}' is corrupt: its zip archive cannot be read through "
-                          f"({first_line(e, 200)}); resume from another checkpoint") from None
+        raise ConfigError(f"{what}: '{path}' is corrupt: its zip archive cannot be read through "
+                          f"({first_line(e, 200)}); {_use(what)} another checkpoint") from None
     if bad is not None:
-        raise ConfigError(f"--resume: '{path}' is corrupt: the bytes of its member '{bad}' do not match their "
+        raise ConfigError(f"{what}: '{path}' is corrupt: the bytes of its member '{bad}' do not match their "
                           f"CRC-32 checksum (the file was damaged after it was written); resume from another "
                           f"checkpoint, such as another one in its ckpt/ folder")
 
@@ -211,15 +218,15 @@ _MISSING = object()  # a key a checkpoint lacks, told apart from one holding Non
 PROGRESS_COUNTERS = {"ready", "started", "processed", "completed", "_batches_that_stepped"}
 
 
-def check_contents(ckpt: dict, path: Path) -> None:
+def check_contents(ckpt: dict, path: Path, what: str = "--resume") -> None:
     """The parts of a checkpoint that resume reads must have the types both loops write; the right
     keys with wrong contents would otherwise fail inside Lightning, after the run directory exists."""
     import torch
 
     def wrong(where: str, got: Any, expected: str) -> ConfigError:
-        what = "is missing; it must be" if got is _MISSING else f"is {_shown(got)}, not"
-        return ConfigError(f"--resume: '{path}' is not a usable training checkpoint: {where} {what} "
-                           f"{expected}; resume from a checkpoint written by train_pl.py or train.py")
+        state = "is missing; it must be" if got is _MISSING else f"is {_shown(got)}, not"
+        return ConfigError(f"{what}: '{path}' is not a usable training checkpoint: {where} {state} "
+                           f"{expected}; {_use(what)} a checkpoint written by train_pl.py or train.py")
 
     def count(value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value >= 0
@@ -351,7 +358,7 @@ def _check_unicode(text: str, what: str, subject: str) -> None:
         raise ConfigError(f"{what} is not valid UTF-8{byte}; {subject} must be valid UTF-8 text") from None
 
 
-def check_fits(ckpt: dict, model_state: dict, path: Path) -> None:
+def check_fits(ckpt: dict, model_state: dict, path: Path, what: str = "--resume") -> None:
     """The checkpoint's weights must match the model the config builds, key for key, shape for shape."""
     saved = ckpt["state_dict"]
     missing = sorted(set(model_state) - set(saved))
@@ -365,7 +372,7 @@ def check_fits(ckpt: dict, model_state: dict, path: Path) -> None:
                  f"not in this model: {some(unexpected)}" if unexpected else "",
                  "different shapes: " + some([f"{k} {list(saved[k].shape)} vs {list(model_state[k].shape)}"
                                               for k in shapes]) if shapes else ""]
-        raise ConfigError(f"--resume: '{path}' is from another model than this config builds; "
+        raise ConfigError(f"{what}: '{path}' is from another model than this config builds; "
                           + "; ".join(p for p in parts if p))
 
 
@@ -510,15 +517,23 @@ def snapshot(run: Run) -> None:
     for file in run.imported_files:
         path = Path(file).resolve()
         folder = path.parent if path.name == "__init__.py" else None
-        try:
-            rel = (folder or path).relative_to(root)
-        except ValueError:
-            rel = Path((folder or path).name)
+        rel = import_path(folder or path, root)
         if folder:
             _copy_tree(folder, src / rel)
         elif path.stat().st_size <= SNAPSHOT_MAX_BYTES:
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, src / rel)
+
+
+def import_path(path: Path, root: Path) -> Path:
+    """Where an imported module's file goes under src/: its path below the sys.path entry it was
+    imported from, so that src/ on sys.path imports it by the same dotted name (what the
+    after-training tools do when the module is not importable elsewhere)."""
+    for entry in [*sys.path, str(root)]:  # in the order Python searches them
+        folder = Path(entry or os.getcwd()).resolve()
+        if folder in path.parents:
+            return path.relative_to(folder)
+    return Path(path.name)
 
 
 def _copy_tree(source: Path, dest: Path) -> None:
