@@ -382,3 +382,20 @@ def test_bad_input_is_one_message_and_changes_nothing(what, argv, prepare, messa
     line = tool_refused(argv, capsys)
     assert message in line, line
     assert tree(tmp_path) == before
+
+
+def test_the_no_checkpoint_message_suggests_a_command_that_trains_it(tmp_path, monkeypatch, capsys):
+    """A run that stopped before its first checkpoint: the command the message suggests restarts it in
+    place, and then the run can be tested."""
+    import re
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "save" / "r"
+    (run_dir / "ckpt").mkdir(parents=True)
+    write_config(run_dir / "config.yaml", tiny_config(max_epochs=1))  # as a crash before the first checkpoint
+    line = tool_refused(["test", "save/r"], capsys)
+    command = shlex.split(re.search(r"train it first: (python train_pl\.py .*)$", line).group(1))
+    assert command[:2] == ["python", "train_pl.py"]
+    assert run_train_pl(command[2:]) == 0
+    assert run_tool(["test", "save/r"]) == 0

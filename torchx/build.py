@@ -136,7 +136,7 @@ def check_gpus(gpus: list[int]) -> None:
 
     if not torch.cuda.is_available():
         raise ConfigError(f"--gpu {','.join(map(str, gpus))}: CUDA is not available on this machine "
-                          f"(torch {torch.__version__}); drop --gpu to train on the CPU")
+                          f"(torch {torch.__version__}); drop --gpu to run on the CPU")
     count = torch.cuda.device_count()
     bad = [g for g in gpus if g >= count]
     if bad:

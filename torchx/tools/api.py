@@ -26,7 +26,7 @@ from typing import Any
 
 from torchx import config as C
 from torchx.errors import ConfigError
-from torchx.run import checkpoints, config_diff, inspect_checkpoint, is_run_dir
+from torchx.run import checkpoints, config_diff, inspect_checkpoint, is_run_dir, run_args
 
 CKPT_NAMES = ("best", "last")
 
@@ -68,8 +68,8 @@ def pick_checkpoint(run_dir: Path, ckpt: str | Path = "best") -> tuple[Path, str
         return path, path.stem
     if not found:
         raise ConfigError(f"'{run_dir}' has no checkpoint: its ckpt/ folder holds no .ckpt file (the run stopped "
-                          f"before its first one, or ran with enable_checkpointing off); train it with "
-                          f"train_pl.py --name {run_dir.name} --save-dir {run_dir.parent} --resume")
+                          f"before its first one, or ran with enable_checkpointing off); train it first: "
+                          f"python train_pl.py {run_args(run_dir)} --resume")
     last = run_dir / "ckpt" / "last.ckpt"
     if ckpt == "last":
         if not last.is_file():

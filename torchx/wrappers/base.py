@@ -278,6 +278,24 @@ class BaseWrapper(pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self.evaluate(batch, "test")
 
+    @torch.no_grad()
+    def predict_step(self, batch: Any, batch_idx: int = 0, dataloader_idx: int = 0) -> Any:
+        """The model's output for a batch, `output_key` applied as in `outputs()`, not reshaped.
+
+        The batch is an (input, target) pair or a dict as in training, a dict or tuple without a
+        target (`input_key` picks the input, else the tuple's first item), or the input alone, so
+        pl.Trainer.predict and `python -m torchx predict` take labelled and unlabelled data alike."""
+        if isinstance(batch, Mapping):
+            x = _pick(batch, self.input_key, "batch", "input_key")
+        elif isinstance(batch, (list, tuple)):
+            x = _pick(batch, 0 if self.input_key is None else self.input_key, "batch", "input_key")
+        else:
+            x = batch
+        out = self(x)
+        if isinstance(out, (Mapping, list, tuple)):
+            out = _pick(out, self.output_key, "model's output", "output_key")
+        return out
+
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.epoch_metrics("test"), sync_dist=True)
 
