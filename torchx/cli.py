@@ -298,6 +298,9 @@ def add_tool_parsers(sub: Any) -> None:
                    help="the file to write (default: RUN_DIR/export/model-<ckpt>.pt, .onnx or .pt2)")
     q.add_argument("--batch-size", type=int, default=8, metavar="N",
                    help="size of the real batch the export is traced with and checked on (default: 8)")
+    q.add_argument("--output-key", metavar="KEY",
+                   help="for a model whose output is a dict or tuple: the entry to export (default: the run's "
+                        "train_wrapper.args.output_key)")
     q = run_parser("rerun", "train a run again from its own src/ snapshot, config and seed into a new run "
                             "directory, then compare the two runs' metrics.csv", ckpt=False)
     q.add_argument("--name", help="the new run's name (default: <run name>-rerun, -rerun-2, ...)")
