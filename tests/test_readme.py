@@ -141,6 +141,15 @@ COMMANDS: dict[str, Case] = {
     "python bench/chaos.py [--loop train.py]": Case(skip="a benchmark"),
     "python bench/overhead.py --model tiny_cnn": Case(skip="a benchmark (3 minutes)"),
     "python bench/startup.py --quick": Case(skip="a benchmark (a minute)"),
+    "python -m torchx test save/digits": Case(tail=NO_TAIL, after=[DIGITS], says="results.json"),
+    "python -m torchx validate save/digits --ckpt last": Case(tail=NO_TAIL, after=[DIGITS], says="val/acc"),
+    "python -m torchx test save/digits data_module.args.eval_batch_size=10":
+        Case(tail=NO_TAIL, after=[DIGITS], says="override: data_module.args.eval_batch_size"),
+    "python -m torchx predict save/digits --input split:test": Case(tail=NO_TAIL, after=[DIGITS], says="accuracy"),
+    "python -m torchx export save/digits --format onnx":
+        Case(tail=NO_TAIL, after=[DIGITS], says="max abs difference vs eager"),
+    "python -m torchx rerun save/digits": Case(tail=NO_TAIL, after=[DIGITS], says="identical"),
+    "pip install -e '.[onnx]'": Case(skip="installs torchx and the onnx extra (.ci/run installs its pins)"),
     "TORCHX_DEBUG=1 python train_pl.py ...":
         Case(tail=NO_TAIL, replace={"...": "--config missing.yaml"}, code=1, says="Traceback"),
 }
@@ -264,6 +273,18 @@ def test_readme_command_runs_as_written(command, tmp_path, prepared):
         assert not (cwd / "save").exists()
     if "Traceback" not in case.says:
         assert "Traceback" not in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_the_readmes_load_run_example_runs(prepared):
+    """The notebook-style block of "After training", as written, after the quick start's run."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(b for b in blocks if "torchx.load_run(" in b)
+    cwd = prepared([DIGITS])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert re.fullmatch(r"tensor\(0\.\d+\)\n", res.stdout), res.stdout
 
 
 # ---------------------------------------------------------------- commands that messages suggest
