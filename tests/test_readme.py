@@ -149,6 +149,16 @@ COMMANDS: dict[str, Case] = {
     "python -m torchx export save/digits --format onnx":
         Case(tail=NO_TAIL, after=[DIGITS], says="max abs difference vs eager"),
     "python -m torchx rerun save/digits": Case(tail=NO_TAIL, after=[DIGITS], says="identical"),
+    "torchrun --nnodes 2 --nproc-per-node 2 --node-rank 0 --master-addr 127.0.0.1 --master-port 29500 train_pl.py "
+    "--config configs/digits.yaml --name two trainer_params.num_nodes=2 trainer_params.devices=2 "
+    "trainer_params.strategy=ddp": Case(skip="node 0 of two: tests/test_scale_out.py starts both nodes"),
+    "torchrun --nnodes 2 --nproc-per-node 2 --node-rank 1 --master-addr 127.0.0.1 --master-port 29500 train_pl.py "
+    "--config configs/digits.yaml --name two trainer_params.num_nodes=2 trainer_params.devices=2 "
+    "trainer_params.strategy=ddp": Case(skip="node 1 of two: tests/test_scale_out.py starts both nodes"),
+    "srun python train_pl.py --config configs/digits.yaml --name two --gpu 0,1 trainer_params.num_nodes=2 $RESUME":
+        Case(skip="a SLURM job step on two GPU nodes; tests/test_scale_out.py starts its tasks as srun does"),
+    "python -m torchx test save/two": Case(skip="needs a run trained on several nodes (tests/test_scale_out.py)"),
+    "python bench/gpu.py": Case(skip="a benchmark for a GPU (tests/test_gpu_path.py runs its CPU path)"),
     "pip install -e '.[onnx]'": Case(skip="installs torchx and the onnx extra (.ci/run installs its pins)"),
     "TORCHX_DEBUG=1 python train_pl.py ...":
         Case(tail=NO_TAIL, replace={"...": "--config missing.yaml"}, code=1, says="Traceback"),

@@ -104,7 +104,8 @@ def test_plain_resume_of_its_own_run(tmp_path, monkeypatch):
 BAD = {
     "unsupported-trainer-param": (["+trainer_params.profiler=simple"],
                                   "train.py does not support trainer_params.profiler"),
-    "half-precision": (["+trainer_params.precision=16-mixed"], "train.py trains in float32 only"),
+    "true-half-precision": (["+trainer_params.precision=bf16-true"],
+                            "train.py trains in 32-true, bf16-mixed, 16-mixed"),
     "two-gpus": (["--gpu", "0,1"], "--gpu"),
     "lightning-callback": (["+callbacks=[{name: timer}]"], "train.py does not run Lightning callbacks (timer)"),
     "unsupported-checkpoint-key": (["+checkpoint.save_weights_only=true"],

@@ -96,6 +96,17 @@ def test_a_datamodule_without_test_loader_trains_says_so_and_resumes(loop, user,
     assert snapshot_files(run_dir) == before
 
 
+@pytest.mark.parametrize("loop", RUNNERS)
+def test_a_datamodule_with_a_train_loader_alone_trains_without_validation(loop, user, capsys):
+    cfg = config({"name": "digits_train_only", "args": {"batch_size": 32}}, BASE)
+    assert train(loop, cfg, user, "t") == 0
+    run_dir = user / "save" / "t"
+    rows = read_metrics(run_dir / "metrics.csv")
+    assert [r["epoch"] for r in rows if r.get("train/loss") is not None] == [0, 1]
+    assert not any(k.startswith(("val/", "test/")) for k in rows[0])
+    assert results(run_dir)["global_step"] == 8 and (run_dir / "ckpt" / "last.ckpt").is_file()
+
+
 # ---------------------------------------------------------------- Lightning's demo classes
 
 

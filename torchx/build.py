@@ -76,7 +76,22 @@ def csv_columns(data: pl.LightningDataModule, wrapper: Any) -> set[str]:
     """metrics.csv's columns from the first row: what the wrapper declares, without test metrics
     when the run will not be tested."""
     declared = declared_metrics(wrapper)
-    return {m for m in declared if not m.startswith("test/")} if why_untested(data, wrapper) else declared
+    if why_untested(data, wrapper):
+        declared = {m for m in declared if not m.startswith("test/")}
+    if not validates(data):
+        declared = {m for m in declared if not m.startswith("val/")}
+    return declared
+
+
+def validates(data: pl.LightningDataModule) -> bool:
+    """Whether the data module has a validation split (a user's may have a train loader alone)."""
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+
+    from torchx.datasets.base import TensorDataModule
+
+    if isinstance(data, TensorDataModule):
+        return data.has_split("val")
+    return is_overridden("val_dataloader", data)
 
 
 def check_monitors(cfg: dict, wrapper: Any) -> None:

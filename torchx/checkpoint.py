@@ -101,7 +101,11 @@ def restore_torchx_state(state: dict[str, Any] | None) -> None:
 
 class TorchxState(pl.Callback):
     """Puts torchx's version, the RNG states and the config into every checkpoint and restores the
-    RNGs on resume."""
+    RNGs on resume.
+
+    Under DDP every process draws its own random numbers (dropout on its own shard), so the checkpoint,
+    which rank 0 writes, carries every rank's RNG states (`rng_per_rank`, gathered when all ranks save)
+    and each rank of a resumed run takes its own: a resume with the same number of processes is exact."""
 
     def __init__(self, config: dict | None = None) -> None:
         self.config = config
@@ -111,13 +115,31 @@ class TorchxState(pl.Callback):
         return STATE_KEY
 
     def state_dict(self) -> dict[str, Any]:
-        return torchx_state(self.config)
+        state = torchx_state(self.config)
+        _, world = _rank_and_world()
+        if world > 1:  # every rank is saving now (Lightning's dump_checkpoint runs on all of them)
+            gathered: list[Any] = [None] * world
+            torch.distributed.all_gather_object(gathered, state["rng"])
+            state["rng_per_rank"] = gathered
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        restore_torchx_state(state_dict)
+        per_rank = state_dict.get("rng_per_rank")
+        rank, world = _rank_and_world()
+        if per_rank and len(per_rank) == world:
+            set_rng_state(per_rank[rank])
+        else:  # one process, or another process count than the run saved with: rank 0's states
+            restore_torchx_state(state_dict)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         mark_epoch_started(checkpoint)
+
+
+def _rank_and_world() -> tuple[int, int]:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def mark_epoch_started(checkpoint: dict) -> None:
@@ -160,21 +182,29 @@ class SignalFlag:
     def __init__(self) -> None:
         self.received: str | None = None
         self._previous: dict[int, Any] = {}
+        self._depth = 0  # installs not yet undone: nested scopes (a whole run, its training) share one flag
 
     def install(self) -> None:
+        """Take the signals (again: a framework may have set its own handlers meanwhile); the handlers
+        from before the first install are what the last uninstall puts back."""
         import signal
         import threading
 
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
+        self._depth += 1
         for name in PREEMPT_SIGNALS:
             sig = getattr(signal, name, None)
             if sig is not None:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                previous = signal.signal(sig, self._handle)
+                self._previous.setdefault(sig, previous)
 
     def uninstall(self) -> None:
         import signal
 
+        self._depth = max(self._depth - 1, 0)
+        if self._depth:
+            return
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()

@@ -50,6 +50,8 @@ TOP_LEVEL_KEYS = {
     "checkpoint": "keyword arguments of pl.callbacks.ModelCheckpoint",
     "callbacks": "list of callback specs (callbacks registry)",
     "metrics": "list of metric specs (torchmetrics by snake_case name, or the metrics registry)",
+    "compile": "true, or torch.compile's arguments: compile the network in both loops",
+    "distributed": "multi-process settings: timeout_s, how long a collective waits for a silent peer",
 }
 REQUIRED_KEYS = ("data_module", "train_wrapper")
 
@@ -1029,6 +1031,26 @@ def check(cfg: dict, config_file: str | os.PathLike | None = None) -> None:
     _check_trainer_types(cfg.get("trainer_params") or {})
     _check_kwargs(cfg.get("checkpoint"), "checkpoint", _checkpoint_class,
                   reserved={"dirpath": "checkpoints always go to <run dir>/ckpt"}, hint=hint)
+    from torchx.precision import check_compile
+
+    check_compile(cfg.get("compile"))
+    _check_distributed(cfg.get("distributed"))
+
+
+def _check_distributed(section: Any) -> None:
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise ConfigError(f"distributed must be a mapping such as {{timeout_s: 1800}}, got {short_repr(section)}")
+    for key in section:
+        if key != "timeout_s":
+            raise ConfigError(f"distributed.{key} is not a setting{close_matches(str(key), ['timeout_s'])}; "
+                              f"distributed takes timeout_s (seconds a collective waits for a silent peer)")
+    timeout = section.get("timeout_s")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 < timeout <= 7 * 86400):
+        raise ConfigError(f"distributed.timeout_s must be a number of seconds from 1 to 604800 (a week), got "
+                          f"{short_repr(timeout)}")
 
 
 def _check_spec(spec: Any, where: str, registry: Registry, hint: Hint = _no_hint) -> None:

@@ -18,7 +18,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.connectors.data_connector import _parse_num_batches
 from pytorch_lightning.trainer.states import RunningStage
 
-from torchx import build, checks
+from torchx import build, checks, distributed
 from torchx.callbacks.base_logger import BaseLogger, PlainProgress, ProgressBar, interactive, plain_every_s
 from torchx.checkpoint import (
     EXIT_NONFINITE,
@@ -33,6 +33,7 @@ from torchx.config import check_val_interval
 from torchx.csvlog import CSVLogger
 from torchx.datasets.base import TensorDataModule
 from torchx.errors import NonFiniteLoss, first_line
+from torchx.precision import compile_model
 from torchx.run import Run, check_fits, claim, is_rank_zero, run_args
 
 PROG = "train_pl.py"
@@ -47,10 +48,12 @@ _lightning_log.addFilter(lambda record: "litlogger" not in record.getMessage()) 
 def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: pl.LightningModule,
                    gpus: list[int] | None) -> dict[str, Any]:
     """pl.Trainer arguments: trainer_params plus torchx's loggers, checkpointing and callbacks."""
-    params = build.apply_gpus(cfg, gpus)["trainer_params"]
+    params = distributed.with_timeout(cfg, build.apply_gpus(cfg, gpus)["trainer_params"])
     logger = BaseLogger(run.dir)
     user = build.user_callbacks(cfg)
     cbs: list[pl.Callback] = [logger, TorchxState(cfg), PreemptionCheckpoint(run.ckpt_dir), *user]
+    if distributed.exact(cfg, params):
+        cbs.append(distributed.ExactAllReduce())
     # torchx's bar steps aside for a progress bar of the user's own (Lightning allows one)
     if params.get("enable_progress_bar", True) and not any(isinstance(cb, LightningProgressBar) for cb in user):
         cbs.append(ProgressBar(logger.report) if interactive() else PlainProgress(logger.report, plain_every_s()))
@@ -63,7 +66,7 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: p
     csv = CSVLogger(run.dir / "metrics.csv", build.csv_columns(data, wrapper), drop_from=run.resume_step)
     kwargs = {"logger": [tensorboard, csv],
               "log_every_n_steps": 50, **params, "callbacks": cbs,
-              "plugins": [AtomicCheckpointIO(), *(params.get("plugins") or [])]}
+              "plugins": [AtomicCheckpointIO(), *(params.get("plugins") or []), *distributed.slurm_plugin()]}
     if isinstance(data, TensorDataModule):
         kwargs["use_distributed_sampler"] = False  # torchx's sampler shards by rank itself
     return kwargs
@@ -127,14 +130,28 @@ def train(args: argparse.Namespace, run: Run) -> int:
     if run.ckpt is not None:
         check_fits(run.ckpt, wrapper.state_dict(), run.ckpt_path)
     with held_lightning_info() as print_info:
-        trainer = make_trainer(cfg, trainer_kwargs(cfg, run, data, wrapper, args.gpus))
+        kwargs = trainer_kwargs(cfg, run, data, wrapper, args.gpus)
+        trainer = make_trainer(cfg, kwargs)
     check_val_batches(cfg, data, trainer)
     build.count_each_sample_once(data, trainer)
+    run.launch = distributed.launch_record(cfg, trainer)
+    compile_model(wrapper, cfg)  # in place: parameter names, and so checkpoints, do not change
     claim(run)
     print_info()
     for noise in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*",
                   ".*exists and is not empty.*", ".*but have no `validation_step`.*"):
         warnings.filterwarnings("ignore", message=noise)  # advice that does not apply to in-memory data
+    # torchx's SIGTERM/SIGUSR1 handler from here to the end, so a signal before training starts (or
+    # during the test) is held for the step boundary, not left to Lightning's handlers or the default
+    flag = next(cb.flag for cb in kwargs["callbacks"] if isinstance(cb, PreemptionCheckpoint))
+    flag.install()
+    try:
+        return fit_and_test(run, trainer, wrapper, data)
+    finally:
+        flag.uninstall()
+
+
+def fit_and_test(run: Run, trainer: pl.Trainer, wrapper: pl.LightningModule, data: pl.LightningDataModule) -> int:
     try:
         trainer.fit(wrapper, datamodule=data, ckpt_path=str(run.ckpt_path) if run.ckpt_path else None,
                     weights_only=not run.trust_checkpoint)

@@ -48,15 +48,18 @@ from torchx.config import check_val_interval
 from torchx.csvlog import MetricsCSV
 from torchx.datasets.base import TensorDataModule
 from torchx.errors import ConfigError, NonFiniteLoss
+from torchx.precision import STATE_KEY as PRECISION_KEY
+from torchx.precision import SUPPORTED as PRECISIONS
+from torchx.precision import Precision, compile_model, unified
 from torchx.run import Run, check_fits, claim
 
 # trainer_params the plain loop honours; `IGNORED` ones change nothing about the results here.
 SUPPORTED = {"max_epochs", "max_steps", "limit_train_batches", "limit_val_batches", "limit_test_batches",
              "val_check_interval", "check_val_every_n_epoch", "accumulate_grad_batches", "gradient_clip_val",
              "gradient_clip_algorithm", "log_every_n_steps", "deterministic", "enable_progress_bar",
-             "enable_checkpointing", "benchmark"}
+             "enable_checkpointing", "benchmark", "precision"}
 IGNORED = {"accelerator", "devices", "strategy", "num_nodes", "enable_model_summary", "num_sanity_val_steps",
-           "precision", "sync_batchnorm", "use_distributed_sampler"}
+           "sync_batchnorm", "use_distributed_sampler"}
 CHECKPOINT_KEYS = {"monitor", "mode", "save_last", "save_top_k", "every_n_epochs", "every_n_train_steps", "verbose"}
 REQUIRED_METHODS = ("training_loss", "evaluate", "epoch_metrics", "build_optimizers")
 
@@ -76,6 +79,7 @@ class Settings:
     log_every: int
     progress_bar: bool
     checkpointing: bool
+    precision: Any = None  # the run's torchx.precision.Precision, once its device is known (see `train`)
 
     @classmethod
     def from_config(cls, params: dict) -> Settings:
@@ -83,10 +87,9 @@ class Settings:
             if key not in SUPPORTED | IGNORED:
                 raise ConfigError(f"train.py does not support trainer_params.{key}; run this config with "
                                   f"train_pl.py, or drop the key (train.py supports: {', '.join(sorted(SUPPORTED))})")
-        precision = str(params.get("precision", "32"))
-        if precision not in ("32", "32-true"):
-            raise ConfigError(f"train.py trains in float32 only; trainer_params.precision={precision!r} "
-                              f"needs train_pl.py")
+        if "precision" in params and unified(params["precision"]) not in PRECISIONS:
+            raise ConfigError(f"train.py trains in {', '.join(PRECISIONS)}; trainer_params.precision="
+                              f"{params['precision']!r} needs train_pl.py")
         max_steps = params.get("max_steps", -1)
         max_epochs = params.get("max_epochs")
         if max_epochs is None:
@@ -152,7 +155,7 @@ def dry_check(args: argparse.Namespace, run: Run, data: Any, wrapper: pl.Lightni
     cfg = run.config
     Settings.from_config(cfg.get("trainer_params") or {})
     Checkpoints(run.ckpt_dir, cfg.get("checkpoint") or {})
-    pick_device(args.gpus)
+    Precision((cfg.get("trainer_params") or {}).get("precision"), pick_device(args.gpus))
     check_wrapper(wrapper, cfg["train_wrapper"]["name"])
     refuse_callbacks(cfg)
 
@@ -167,6 +170,7 @@ def train(args: argparse.Namespace, run: Run) -> int:
     cfg = run.config
     settings = Settings.from_config(cfg.get("trainer_params") or {})
     device = pick_device(args.gpus)
+    settings.precision = Precision((cfg.get("trainer_params") or {}).get("precision"), device)
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
     if (cfg.get("trainer_params") or {}).get("deterministic"):
         torch.use_deterministic_algorithms(True)
@@ -180,7 +184,7 @@ def train(args: argparse.Namespace, run: Run) -> int:
     if isinstance(settings.val_interval, int):  # pl.Trainer refuses one longer than an epoch
         check_val_interval(cfg.get("trainer_params") or {}, settings.batches("train", len(data.train_dataloader())))
     ckpts = Checkpoints(run.ckpt_dir, cfg.get("checkpoint") or {}, enabled=settings.checkpointing)
-    ckpts.config = cfg
+    ckpts.config, ckpts.precision = cfg, settings.precision
     wrapper.to(device)
     optimizer, scheds = wrapper.build_optimizers()
     state = State()
@@ -188,6 +192,7 @@ def train(args: argparse.Namespace, run: Run) -> int:
         check_fits(run.ckpt, wrapper.state_dict(), run.ckpt_path)
         state = load_checkpoint(run.ckpt_path, wrapper, optimizer, scheds, ckpts, device, run.trust_checkpoint)
         ckpts.resumed_from = Path(run.ckpt_path).absolute()
+    compile_model(wrapper, cfg)  # in place, after the weights are in: parameter names do not change
     progress = Progress(EpochReport(run.dir / "log.txt"), settings.progress_bar)
     claim(run)
     logs = Logs(run, wrapper, build.csv_columns(data, wrapper))
@@ -233,7 +238,8 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
     check_val_every_n_epoch), checkpoints after it, ReduceLROnPlateau of interval step."""
     train_loader = data.train_dataloader()
     per_epoch = settings.batches("train", len(train_loader))
-    val_loader = data.val_dataloader()
+    # a data module of the user's may have no val_dataloader: then there is no validation, as under pl.Trainer
+    val_loader = data.val_dataloader() if build.validates(data) else []
     n_val = settings.batches("val", len(val_loader)) if val_loader else 0
     val_batch = settings.val_check_batch(per_epoch)
     if done(settings, state):  # nothing left to train: pl.Trainer skips its train hooks too
@@ -318,8 +324,10 @@ def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Se
     optimization: accumulation, clipping, schedulers; `after_batch(stepped)` runs after every batch.
     Leaves `state.in_epoch` at the batches done: fewer than `n_batches` when max_steps cut it short."""
     wrapper.train()
-    if callable(getattr(loader.sampler, "set_epoch", None)):  # torchx's sampler, DistributedSampler, ...
-        loader.sampler.set_epoch(state.epoch)
+    precision = settings.precision or Precision(None, device)
+    sampler = getattr(loader, "sampler", None)  # a user's train_dataloader may return any iterable
+    if callable(getattr(sampler, "set_epoch", None)):  # torchx's sampler, DistributedSampler, ...
+        sampler.set_epoch(state.epoch)
     if state.in_epoch == 0:  # Lightning's per-epoch counters start again (a resumed epoch keeps its own)
         state.epoch_steps = state.epoch_sched_steps = state.val_batches = 0
     progress.start_epoch(state, settings, n_batches)
@@ -327,16 +335,16 @@ def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Se
         if batch_idx >= n_batches or (settings.max_steps != -1 and state.step >= settings.max_steps):
             break
         batch = to_device(batch, device, data, wrapper)
-        loss = wrapper.training_loss(batch)
+        with precision.autocast():
+            loss = wrapper.training_loss(batch)
         state.in_epoch, state.batches = batch_idx + 1, state.batches + 1
         if loss is None:  # a non-finite loss the wrapper skips: no backward; as under Lightning, the step
             optimizer.zero_grad(set_to_none=True)  # still counts but changes nothing (no gradients)
         else:
-            (loss / settings.accumulate if settings.accumulate > 1 else loss).backward()
+            precision.backward(loss / settings.accumulate if settings.accumulate > 1 else loss)
         stepping = (batch_idx + 1) % settings.accumulate == 0 or batch_idx + 1 == n_batches
         if stepping:
-            clip(wrapper, settings)
-            optimizer.step()
+            precision.step(optimizer, lambda: clip(wrapper, settings), skipped=loss is None)
             optimizer.zero_grad(set_to_none=True)
             step_schedulers(scheds, "step", batch_idx, state)
             if loss is not None and (state.step + 1) % settings.log_every == 0:
@@ -433,10 +441,13 @@ def evaluate(wrapper, loader, stage: str, settings: Settings, device: torch.devi
              state: State | None = None, data: Any = None) -> dict[str, float]:
     wrapper.eval()
     n = settings.batches(stage, len(loader))
+    precision = settings.precision or Precision(None, device)
     for i, batch in enumerate(loader):
         if i >= n:
             break
-        wrapper.evaluate(to_device(batch, device, data, wrapper), stage)
+        batch = to_device(batch, device, data, wrapper)
+        with precision.autocast():
+            wrapper.evaluate(batch, stage)
     if state is not None:
         state.last_val_batches, state.val_batches = n, state.val_batches + n
     wrapper.train()
@@ -574,6 +585,7 @@ class Checkpoints:
         self.resumed_from: Path | None = None  # never deleted as a superseded top-k file
         self.on_epoch_end, self.per_epoch = True, 0
         self.config: dict | None = None  # the run's config, carried in every checkpoint (torchx_state)
+        self.precision: Precision | None = None  # its GradScaler's state goes into checkpoints (16-mixed)
         from pytorch_lightning.callbacks import ModelCheckpoint
 
         lightning_args = {k: v for k, v in args.items() if k != "verbose"}
@@ -710,6 +722,8 @@ class Checkpoints:
             "hparams_name": "kwargs",
             "hyper_parameters": dict(wrapper.hparams),
         }
+        if self.precision is not None and self.precision.state_dict():
+            ckpt[PRECISION_KEY] = self.precision.state_dict()
         wrapper.on_save_checkpoint(ckpt)  # the LightningModule's own hook, as pl.Trainer calls it
         atomic_save(ckpt, path)
 
@@ -801,6 +815,8 @@ def load_checkpoint(path: Path, wrapper, optimizer, scheds, ckpts: Checkpoints, 
     for s, sd in zip(scheds, ckpt.get("lr_schedulers", [])):
         s["scheduler"].load_state_dict(sd)
     ckpts.restore(ckpt.get("callbacks", {}))
+    if ckpts.precision is not None:
+        ckpts.precision.load_state_dict(ckpt)
     restore_torchx_state(ckpt.get("callbacks", {}).get(STATE_KEY))  # dropout etc. continue as if never stopped
     fit_loop = ckpt.get("loops", {}).get("fit_loop", {})
     epochs = fit_loop.get("epoch_progress", {}).get("current", {})

@@ -52,6 +52,7 @@ class Run:
     ckpt: dict | None = None  # the --resume checkpoint, memory-mapped
     restart: bool = False  # --resume of a run with no checkpoint: it starts again in its own directory
     data_record: str | None = None  # data.txt: what data the run sees (build.data_record)
+    launch: dict | None = None  # how its processes were started (strategy, cluster environment, world size)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -567,6 +568,7 @@ def provenance(run: Run) -> dict:
         "versions": versions,
         "seed": run.config.get("seed"),
         "resumed_from": str(run.ckpt_path) if run.ckpt_path else None,
+        "distributed": run.launch,
         "git": git_state(run, project_root()),
     }
 

@@ -69,6 +69,13 @@ class DigitsTrainVal(pl.LightningDataModule):
         return DataLoader(self.val_set, batch_size=self.batch_size)
 
 
+@datasets.register("digits_train_only")
+class DigitsTrainOnly(DigitsTrainVal):
+    """The same, with a train loader alone: no validation, no test."""
+
+    val_dataloader = pl.LightningDataModule.val_dataloader
+
+
 @datasets.register("digits_with_test")
 class DigitsWithTest(DigitsTrainVal):
     """The same, with the val split doubling as a test loader."""

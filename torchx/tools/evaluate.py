@@ -23,7 +23,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from torchx import build
+from torchx import build, distributed
 from torchx.errors import ConfigError
 from torchx.run import inspect_checkpoint, is_rank_zero
 from torchx.tools.api import build_loaded, pick_checkpoint, read_json, run_config, run_dir_of
@@ -49,7 +49,8 @@ def main(args: argparse.Namespace) -> int:
     data.prepare_data()
     data.setup("test" if split == "test" else "validate")
     check_split(data, wrapper, split, step_hook, loader_hook)
-    trainer = make_trainer(cfg, data, gpus)
+    trainer = make_trainer(cfg, data, gpus, nodes_given=any(
+        o.lstrip("+").startswith("trainer_params.num_nodes=") for o in args.overrides))
     build.count_each_sample_once(data, trainer)
     if not quiet:
         for line in changes:
@@ -91,13 +92,26 @@ def check_split(data: Any, wrapper: Any, split: str, step_hook: str, loader_hook
                           f"on the {split} split")
 
 
-def make_trainer(cfg: dict, data: Any, gpus: list[int] | None) -> pl.Trainer:
-    """A Trainer that only evaluates: the run's device and precision settings, no loggers or checkpoints."""
+def make_trainer(cfg: dict, data: Any, gpus: list[int] | None, nodes_given: bool = False) -> pl.Trainer:
+    """A Trainer that only evaluates: the run's device and precision settings, no loggers or checkpoints.
+
+    A run trained on several nodes is evaluated on this one, unless this command was itself started
+    on several (by torchrun or srun) or `trainer_params.num_nodes` is given again: started alone, the
+    processes of node 0 would wait for the others until the process-group timeout."""
+    from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
     from torchx.callbacks.base_logger import interactive
     from torchx.datasets.base import TensorDataModule
 
-    params = build.apply_gpus(cfg, gpus)["trainer_params"]
+    params = distributed.with_timeout(cfg, build.apply_gpus(cfg, gpus)["trainer_params"])
     kwargs = {k: params[k] for k in EVAL_PARAMS if k in params}
+    nodes = kwargs.get("num_nodes", 1)
+    if nodes != 1 and not nodes_given and not (TorchElasticEnvironment.detect() or SLURMEnvironment.detect()):
+        kwargs.pop("num_nodes")
+        if is_rank_zero():
+            print(f"note: the run trained on {nodes} nodes; evaluating on this one (start this command on every "
+                  f"node with torchrun or srun, with trainer_params.num_nodes={nodes}, to use them all)",
+                  file=sys.stderr)
     kwargs.update(logger=False, enable_checkpointing=False, enable_model_summary=False,
                   enable_progress_bar=interactive() and params.get("enable_progress_bar", True))
     if isinstance(data, TensorDataModule):

@@ -306,12 +306,26 @@ class BaseWrapper(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # a mid-epoch checkpoint carries the epoch's running train mean, so a resumed epoch reports
-        # the mean over all its batches, not only those after the resume (rank 0's share under DDP)
-        checkpoint["torchx_train_means"] = self.means["train"].state_dict()
+        # the mean over all its batches, not only those after the resume; under DDP every rank's share
+        # (all ranks save together; rank 0 writes the file)
+        means = self.means["train"].state_dict()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            mine = {"sums": {k: v.cpu() for k, v in means["sums"].items()}, "counts": means["counts"]}
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, mine)
+            means = {"per_rank": gathered}
+        checkpoint["torchx_train_means"] = means
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "torchx_train_means" in checkpoint:
-            self.means["train"].load_state_dict(checkpoint["torchx_train_means"])
+        means = checkpoint.get("torchx_train_means")
+        if means is None:
+            return
+        if "per_rank" in means:
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+            per_rank = means["per_rank"]
+            means = per_rank[rank] if rank < len(per_rank) else {"sums": {}, "counts": {}}
+            means = {"sums": {k: v.to(self.device) for k, v in means["sums"].items()}, "counts": means["counts"]}
+        self.means["train"].load_state_dict(means)
 
     def logged_metrics(self) -> set[str]:
         """Every metric name this wrapper logs (checked against monitors before training)."""

@@ -1,0 +1,118 @@
+"""Several processes: how train_pl.py sets up DDP beyond what pl.Trainer does by itself.
+
+- `distributed.timeout_s` reaches the strategy as its process-group timeout: how long a collective waits
+  for a peer that neither answers nor closes its connection (a hung node, a cut network). A peer whose
+  process died closes its sockets, and the others stop at once; a silent one is waited for this long.
+- Under srun, Lightning's SLURM environment without its own requeue (see `slurm_plugin`).
+- `ExactAllReduce`: gradients all-reduced one tensor at a time, so that a resumed run sums them in the
+  same order as an uninterrupted one (see its docstring).
+- `launch_record`: how the processes were started, for provenance.json.
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+DEFAULT_TIMEOUT_S = 1800.0  # torch.distributed's default for gloo and NCCL process groups (30 minutes)
+
+
+def with_timeout(cfg: dict, params: dict) -> dict:
+    """trainer_params with `distributed.timeout_s` given to a strategy that starts a process group (ddp and
+    its variants, fsdp, ...); other strategies have no group to time out."""
+    timeout = (cfg.get("distributed") or {}).get("timeout_s")
+    if timeout is None:
+        return params
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    name = params.get("strategy", "auto")
+    if name == "auto" and processes(params) > 1:
+        name = "ddp"  # what pl.Trainer picks for several devices or nodes outside a notebook
+    if not isinstance(name, str) or name not in StrategyRegistry:
+        return params
+    entry = StrategyRegistry[name]
+    if "timeout" not in inspect.signature(entry["strategy"].__init__).parameters:
+        return params
+    strategy = entry["strategy"](**{**entry["init_params"], "timeout": datetime.timedelta(seconds=timeout)})
+    return {**params, "strategy": strategy}
+
+
+def processes(params: dict) -> int:
+    """How many processes trainer_params ask for (devices per node x nodes)."""
+    devices, nodes = params.get("devices", "auto"), params.get("num_nodes", 1) or 1
+    per_node = len(devices) if isinstance(devices, (list, tuple)) else devices if isinstance(devices, int) else 1
+    return max(per_node, 1) * nodes
+
+
+def slurm_plugin() -> list:
+    """Under srun, Lightning's SLURM environment without its own requeue: on SIGUSR1 torchx saves last.ckpt
+    at a step boundary and exits 75, and the job script requeues (see the README); Lightning's handler
+    would also write an hpc checkpoint into the working directory and call scontrol itself."""
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+def launch_record(cfg: dict, trainer: pl.Trainer) -> dict:
+    """How this run's processes were started, for provenance.json."""
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    timeout = (cfg.get("distributed") or {}).get("timeout_s") or DEFAULT_TIMEOUT_S
+    return {"strategy": type(trainer.strategy).__name__,
+            "environment": type(env).__name__ if env is not None else None,
+            "world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
+            "process_group_timeout_s": float(timeout) if trainer.world_size > 1 else None}
+
+
+def exact(cfg: dict, params: dict) -> bool:
+    """Whether gradients are all-reduced tensor by tensor: on the CPU, and wherever the run asks for
+    deterministic results; elsewhere DDP's buckets (faster on GPUs) are left as they are."""
+    return params.get("accelerator") == "cpu" or bool(params.get("deterministic"))
+
+
+def exact_allreduce(state: Any, bucket: Any) -> torch.futures.Future:
+    """A DDP communication hook: the mean of each gradient over the ranks, one all_reduce per tensor.
+
+    DDP sums gradients in buckets whose layout it chooses at construction and changes once, after the
+    first backward pass, to the order the gradients became ready. The ring all_reduce sums each part of a
+    bucket starting at another rank, so where a gradient sits in its bucket decides the order its values
+    are added in, and a resumed run (whose first step uses the first layout) rounds differently from an
+    uninterrupted one at that step. Reduced on its own, a gradient is summed the same way wherever DDP
+    put it."""
+    group = state if state is not None else torch.distributed.group.WORLD
+    world = torch.distributed.get_world_size(group)
+    buffer = bucket.buffer()
+    works, offset = [], 0
+    for grad in bucket.gradients():  # views of the buffer, in its order
+        if grad.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr():
+            offset = (grad.data_ptr() - buffer.data_ptr()) // buffer.element_size()
+        part = buffer[offset:offset + grad.numel()]
+        offset += grad.numel()
+        works.append(torch.distributed.all_reduce(part, group=group, async_op=True).get_future())
+
+    def mean(_: Any) -> torch.Tensor:
+        return buffer.div_(world)
+
+    return torch.futures.collect_all(works).then(mean)
+
+
+# DDP checks a hook's annotations as objects; this module's are strings (postponed evaluation)
+exact_allreduce.__annotations__ = {"state": object, "bucket": torch.distributed.GradBucket,
+                                   "return": torch.futures.Future[torch.Tensor]}
+
+
+class ExactAllReduce(pl.Callback):
+    """Registers `exact_allreduce` on the DDP-wrapped model before the first training step."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = getattr(trainer.strategy, "model", None)
+        if isinstance(model, DistributedDataParallel):
+            try:
+                model.register_comm_hook(None, exact_allreduce)
+            except RuntimeError:  # the run registered a hook of its own (ddp_comm_hook): it stays
+                pass
