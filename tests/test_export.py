@@ -22,59 +22,65 @@ USER = Path(__file__).resolve().parent / "user_project"
 FORMATS = ("torchscript", "exported-program", "onnx")
 TOLERANCE = {"torchscript": 1e-5, "exported-program": 1e-5, "onnx": 1e-4}
 SUFFIX = {"torchscript": ".pt", "exported-program": ".pt2", "onnx": ".onnx"}
-# a process that has never seen torchx: how the exported file's users load and call it
-LOAD = {"torchscript": "model = torch.jit.load(FILE)",
-        "exported-program": "model = torch.export.load(FILE).module()",
-        "onnx": ("import onnxruntime\n"
-                 "session = onnxruntime.InferenceSession(FILE, providers=['CPUExecutionProvider'])\n"
-                 "name = session.get_inputs()[0].name\n"
-                 "model = lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])")}
-
-
 def needs(fmt: str) -> None:
     if fmt == "onnx":
         for package in ("onnx", "onnxscript", "onnxruntime"):
             pytest.importorskip(package, reason=f"--format onnx needs {package} (pip install -e '.[onnx]')")
 
 
+# a user's module in a project folder of their own: a network whose forward returns a dict, as Hugging Face
+# models do (names of its own, so that it can share a process with the suite's other user modules)
+HEADS = """
+import torch
+import torchx.models as models
+
+
+@models.register("export_two_heads")
+class TwoHeads(torch.nn.Module):
+    def __init__(self, in_dim: int = 64, num_classes: int = 10) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(in_dim, num_classes)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return {"logits": self.layer(x), "features": x}
+"""
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """Digits runs: the MLP under train.py, a ResNet-18 (convolutions, batch norm) under train_pl.py,
-    a dict-output head from a user's module whose project folder is then deleted, and Lightning's
-    BoringModel (the LightningModule is the network)."""
+    """Digits runs: the MLP under train.py, a ResNet-18 (convolutions, batch norm) under train_pl.py, a
+    dict-output network from a user's module whose project folder is then deleted (only the run's
+    snapshot has it), and Lightning's BoringModel (the LightningModule is the network)."""
     base = tmp_path_factory.mktemp("export")
     save = base / "save"
-    found = {}
     path = write_config(base / "mlp.yaml", tiny_config())
     assert run_train(["--config", str(path), "--name", "mlp", "--save-dir", str(save)]) == 0
     cfg = tiny_config(max_epochs=1, limit_train_batches=2)
     cfg["train_wrapper"]["args"]["model_spec"] = {"name": "resnet18", "args": {"num_classes": 10}}
     path = write_config(base / "resnet.yaml", cfg)
     assert run_train_pl(["--config", str(path), "--name", "resnet", "--save-dir", str(save)]) == 0
-    found.update(mlp=save / "mlp", resnet=save / "resnet")
 
     project = base / "project"
     project.mkdir()
-    shutil.copy(USER / "lightning_user.py", project / "my_heads.py")
+    (project / "my_heads.py").write_text(HEADS)
     cfg = tiny_config(max_epochs=1)
     cfg["imports"] = ["my_heads"]
-    cfg["data_module"] = {"name": "digits_with_test", "args": {"batch_size": 16}}
-    cfg["train_wrapper"]["args"]["model_spec"] = {"name": "dict_head", "args": {"in_dim": 64}}
+    cfg["train_wrapper"]["args"]["model_spec"] = {"name": "export_two_heads"}
     cfg["train_wrapper"]["args"]["output_key"] = "logits"
-    write_config(project / "heads.yaml", cfg)
-    boring = {"imports": ["my_heads"], "data_module": {"name": "boring_datamodule"},
+    path = write_config(project / "heads.yaml", cfg)
+    boring = {"imports": ["lightning_user"], "data_module": {"name": "boring_datamodule"},
               "train_wrapper": {"name": "boring_model"}, "seed": 3,
               "trainer_params": {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1,
                                  "limit_test_batches": 1, "enable_progress_bar": False, "enable_model_summary": False}}
-    write_config(project / "boring.yaml", boring)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for name in ("heads", "boring"):
-        out = subprocess.run([sys.executable, str(ROOT / "train_pl.py"), "--config", f"{name}.yaml", "--save-dir",
-                              str(save)], cwd=project, env=env, capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, out.stderr[-2000:]
-        found[name] = save / name
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(project))
+        mp.syspath_prepend(str(USER))
+        assert run_train_pl(["--config", str(path), "--name", "heads", "--save-dir", str(save)]) == 0
+        path = write_config(project / "boring.yaml", boring)
+        assert run_train_pl(["--config", str(path), "--name", "boring", "--save-dir", str(save)]) == 0
     shutil.rmtree(project)
-    return found
+    return {name: save / name for name in ("mlp", "resnet", "heads", "boring")}
 
 
 def export(run_dir: Path, fmt: str, *argv: str, cwd: Path | None = None) -> tuple[Path, float, str]:
@@ -84,23 +90,76 @@ def export(run_dir: Path, fmt: str, *argv: str, cwd: Path | None = None) -> tupl
     out = subprocess.run([sys.executable, "-m", "torchx", "export", str(run_dir), "--format", fmt, *argv],
                          cwd=cwd or run_dir.parent, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    written = Path(re.search(r"^wrote (\S+) \(", out.stdout, re.M).group(1))
-    diff = float(re.search(r"max abs difference vs eager: (\S+) \(tolerance", out.stdout).group(1))
-    return written, diff, out.stdout
+    return parse_export(out.stdout)
 
 
-def run_without_torchx(fmt: str, file: Path, x: torch.Tensor, tmp: Path) -> torch.Tensor:
-    """The exported file's outputs on `x`, computed in a process that has no torchx on its path."""
-    torch.save(x, tmp / "x.pt")
-    code = (f"import sys, torch\nFILE = {str(file)!r}\n{LOAD[fmt]}\n"
-            f"x = torch.load({str(tmp / 'x.pt')!r})\n"
-            f"with torch.no_grad():\n    y = model(x)\n"
-            f"torch.save(y, {str(tmp / 'y.pt')!r})\n"
-            f"assert not any(m == 'torchx' or m.startswith('torchx.') for m in sys.modules)\n")
+def parse_export(stdout: str) -> tuple[Path, float, str]:
+    written = Path(re.search(r"^wrote (\S+) \(", stdout, re.M).group(1))
+    diff = float(re.search(r"max abs difference vs eager: (\S+) \(tolerance", stdout).group(1))
+    return written, diff, stdout
+
+
+# a process that has never seen torchx: each exported file loaded as its users load it, run on real inputs
+LOAD_ALL = """
+import sys, torch
+jobs = torch.load(sys.argv[1])
+outputs = {}
+for key, (fmt, file, x) in jobs.items():
+    if fmt == "torchscript":
+        model = torch.jit.load(file)
+    elif fmt == "exported-program":
+        model = torch.export.load(file).module()
+    else:
+        import onnxruntime
+        session = onnxruntime.InferenceSession(file, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        model = lambda x, s=session, n=name: torch.from_numpy(s.run(None, {n: x.numpy()})[0])
+    with torch.no_grad():
+        outputs[key] = model(x)
+assert not any(m == "torchx" or m.startswith("torchx.") for m in sys.modules)
+torch.save(outputs, sys.argv[2])
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(runs, tmp_path_factory) -> dict[tuple[str, str], dict]:
+    """Every run in every format it can be exported to here: the file, the difference export printed,
+    and the file's outputs on 5 real inputs computed by a process without torchx, beside the eager
+    model's."""
+    work = tmp_path_factory.mktemp("exported")
+    formats = [f for f in FORMATS if f != "onnx" or all(has(p) for p in ("onnx", "onnxscript", "onnxruntime"))]
+    found: dict[tuple[str, str], dict] = {}
+    for name in ("mlp", "resnet", "heads"):
+        for fmt in formats:
+            found[name, fmt] = in_process(runs[name], fmt)
+    inputs = {name: real_inputs(runs[name], 5) for name in ("mlp", "resnet", "heads")}
+    jobs = {f"{name}/{fmt}": (fmt, str(info["file"]), inputs[name]) for (name, fmt), info in found.items()}
+    torch.save(jobs, work / "jobs.pt")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return torch.load(tmp / "y.pt")
+    out = subprocess.run([sys.executable, "-c", LOAD_ALL, str(work / "jobs.pt"), str(work / "out.pt")], cwd=work,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    outputs = torch.load(work / "out.pt")
+    for (name, fmt), info in found.items():
+        info["got"], info["want"] = outputs[f"{name}/{fmt}"], eager(runs[name], inputs[name])
+    return found
+
+
+def in_process(run_dir: Path, fmt: str, *argv: str) -> dict:
+    """`python -m torchx export` in this process: the file, the difference it printed, its stdout."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert run_tool(["export", str(run_dir), "--format", fmt, *argv]) == 0
+    return dict(zip(("file", "diff", "stdout"), parse_export(buf.getvalue())))
+
+
+def has(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is not None
 
 
 def eager(run_dir: Path, x: torch.Tensor, ckpt: str = "best") -> torch.Tensor:
@@ -125,28 +184,26 @@ def real_inputs(run_dir: Path, n: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("name", ["mlp", "resnet", "heads"])
-def test_each_format_round_trips_in_a_process_without_torchx(runs, name, fmt, tmp_path):
+def test_each_format_round_trips_in_a_process_without_torchx(exported, runs, name, fmt):
     needs(fmt)
-    run_dir = runs[name]
-    written, diff, stdout = export(run_dir, fmt, cwd=tmp_path)
-    assert written.parent == run_dir / "export" and written.suffix == SUFFIX[fmt]
+    info = exported[name, fmt]
+    written, diff = info["file"], info["diff"]
+    assert written.parent == runs[name] / "export" and written.suffix == SUFFIX[fmt]
     assert 0 <= diff <= TOLERANCE[fmt]
     sidecar = json.loads(Path(f"{written}.json").read_text())
     assert sidecar["format"] == fmt and sidecar["tolerance"] == TOLERANCE[fmt]
     assert sidecar["max_abs_diff"] == pytest.approx(diff, rel=1e-2)  # printed with 3 digits
     # a batch size other than the two it was checked on: the batch dimension is dynamic in every format
-    x = real_inputs(run_dir, 5)
-    got = run_without_torchx(fmt, written, x, tmp_path)
-    want = eager(run_dir, x)
-    assert got.shape == want.shape and float((got - want).abs().max()) <= TOLERANCE[fmt]
-    assert not list((run_dir / "export").glob(".*"))  # no temporary file left behind
+    got, want = info["got"], info["want"]
+    assert got.shape == want.shape == (5, 10) and float((got - want).abs().max()) <= TOLERANCE[fmt]
+    assert not list((runs[name] / "export").glob(".*"))  # no temporary file left behind
 
 
-def test_a_second_export_gets_its_own_file_and_the_first_is_kept(runs, tmp_path):
+def test_a_second_export_gets_its_own_file_and_the_first_is_kept(runs):
     run_dir = runs["mlp"]
-    first, _, _ = export(run_dir, "torchscript", "--ckpt", "last", cwd=tmp_path)
+    first = in_process(run_dir, "torchscript", "--ckpt", "last")["file"]
     before = first.read_bytes()
-    second, _, _ = export(run_dir, "torchscript", "--ckpt", "last", cwd=tmp_path)
+    second = in_process(run_dir, "torchscript", "--ckpt", "last")["file"]
     assert first.name == "model-last.pt" and second.name == "model-last-2.pt"
     assert first.read_bytes() == before
 
@@ -167,16 +224,16 @@ def test_out_writes_where_asked_and_the_snapshot_module_is_announced(runs, tmp_p
 
 
 def test_another_output_of_a_dict_model_by_output_key(runs, tmp_path):
-    """--output-key picks another entry of a dict output: DictHead's 'features' are its input."""
-    written, diff, _ = export(runs["heads"], "torchscript", "--output-key", "features", "--out",
-                              str(tmp_path / "features.pt"), cwd=tmp_path)
+    """--output-key picks another entry of a dict output: the network's 'features' are its flattened input."""
+    info = in_process(runs["heads"], "torchscript", "--output-key", "features", "--out", str(tmp_path / "f.pt"))
     x = real_inputs(runs["heads"], 4)
-    assert diff == 0 and torch.equal(torch.jit.load(str(written))(x), x)
+    assert info["diff"] == 0 and torch.equal(torch.jit.load(str(info["file"]))(x), x.flatten(1))
 
 
-def test_lightnings_boring_model_exports_itself(runs, tmp_path):
+def test_lightnings_boring_model_exports_itself(runs):
     """A LightningModule with no `.model`: the module itself is the network exported."""
-    written, diff, _ = export(runs["boring"], "exported-program", "--ckpt", "last", cwd=tmp_path)
+    info = in_process(runs["boring"], "exported-program", "--ckpt", "last")
+    written, diff = info["file"], info["diff"]
     x = torch.randn(4, 32)
     got = torch.export.load(str(written)).module()(x)
     assert diff <= TOLERANCE["exported-program"]
@@ -218,19 +275,15 @@ def test_bad_input_is_one_message_and_changes_nothing(runs, what, argv, message,
     assert tree(run_dir) == before and tree(tmp_path) == here
 
 
-def test_a_model_whose_output_is_a_dict_without_output_key_is_refused_naming_its_keys(runs, tmp_path):
-    """The heads run with its output_key dropped from the config (its module importable, as in its project):
-    the dict's keys and the option to use."""
+def test_a_model_whose_output_is_a_dict_without_output_key_is_refused_naming_its_keys(runs, tmp_path, capsys):
+    """The heads run with its output_key dropped from the config: the dict's keys and the option to use."""
     copy = tmp_path / "save" / "heads"
     shutil.copytree(runs["heads"], copy)
     cfg = (copy / "config.yaml").read_text().replace("output_key: logits", "output_key: null")
     (copy / "config.yaml").write_text(cfg)
     before = tree(copy)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(copy / "src")])}
-    out = subprocess.run([sys.executable, "-m", "torchx", "export", str(copy), "--format", "torchscript"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
-    assert "returns a dict (keys: 'logits', 'features')" in out.stderr and "--output-key" in out.stderr
+    line = tool_refused(["export", str(copy), "--format", "torchscript"], capsys)
+    assert "returns a dict (keys: 'logits', 'features')" in line and "--output-key" in line
     assert tree(copy) == before
 
 
