@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import json
 import os
 import queue
 import re
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import IO, Any
@@ -36,11 +38,18 @@ class Controller:
     SIGINT, SIGTERM and SIGUSR1 stop it: no new experiment starts, and the running ones get
     SIGTERM, on which they save ckpt/last.ckpt at the next step and exit 75 (interrupted, so
     --resume continues them). A second Ctrl-C kills them.
+
+    A search hands it `env` (what a child needs to report to its trial) and `on_finish` (told each
+    experiment's final state, to score its trial), and gives `run` a generator that draws trials
+    as job slots free up.
     """
 
     def __init__(self, folder: Path, args: argparse.Namespace, prog: str, loop: str,
-                 groups: list[list[int] | None], echo: bool) -> None:
+                 groups: list[list[int] | None], echo: bool,
+                 env: Callable[[Experiment], dict[str, str]] | None = None,
+                 on_finish: Callable[[Experiment, str], None] | None = None) -> None:
         self.folder, self.args, self.prog, self.loop, self.echo = folder, args, prog, loop, echo
+        self.env, self.on_finish = env, on_finish
         self.slots: queue.Queue = queue.Queue()
         for g in groups:
             self.slots.put(g)
@@ -51,16 +60,34 @@ class Controller:
         self.states: dict[int, str] = {}
         self.stopping: str | None = None
 
-    def run(self, todo: list[Experiment]) -> int:
+    def run(self, todo: Iterable[Experiment]) -> int:
+        """Run `todo` in order, `jobs` at a time: each job slot takes the next experiment when it is
+        free (a generator is asked only then, so a search draws a trial knowing the latest results)."""
         previous = self._install_signals()
+        source, taking = iter(todo), threading.Lock()
+        errors: list[BaseException] = []
+
+        def take() -> Experiment | None:
+            with taking:
+                return None if self.stopping else next(source, None)
+
+        def job() -> None:
+            while (e := take()) is not None:
+                try:
+                    self.work(e)
+                except ConfigError as err:  # a refusal; the other experiments go on
+                    errors.append(err)
+
         try:
-            with ThreadPoolExecutor(max_workers=min(self.jobs, len(todo)) or 1) as pool:
-                futures = [pool.submit(self.work, e) for e in todo]
+            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+                futures = [pool.submit(job) for _ in range(self.jobs)]
                 pending = set(futures)
                 while pending:  # the main thread stays free to handle signals
                     _, pending = wait(pending, timeout=0.2)
             for f in futures:
-                f.result()  # a refusal (ConfigError) in a job surfaces here
+                f.result()
+            if errors:
+                raise errors[0]  # a refusal (ConfigError) in a job surfaces here
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -102,6 +129,8 @@ class Controller:
             log.write(f"==== attempt {entry['attempts'] + 1}, {now()}: {' '.join(cmd)}\n".encode())
             log.flush()
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # output reaches the log as it is written
+            if self.env is not None:
+                env.update(self.env(e))
             if self.threads:  # the cores are shared by the jobs running at once
                 env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
             # its own session: a Ctrl-C at the terminal reaches the controller, which stops children cleanly
@@ -122,10 +151,11 @@ class Controller:
     def decide(self, e: Experiment, entry: dict) -> str | None:
         """'fresh', 'resume', or None (skip), from the recorded state and what is on disk."""
         run_dir = self.folder / e.name
-        if (run_dir / "results.json").is_file() or entry["state"] == "done":  # finished, whatever was recorded
-            if entry["state"] != "done":
-                entry.update(state="done", error=None)
-            self.say(e, "done already, skipped")
+        ended = ended_as(run_dir)
+        if ended or entry["state"] in ("done", "pruned"):  # finished, whatever was recorded
+            if ended and entry["state"] != ended:
+                entry.update(state=ended, error=None)
+            self.say(e, f"{entry['state']} already, skipped")
             return None
         state = entry["state"]
         if state == "running" and alive(entry):
@@ -174,7 +204,7 @@ class Controller:
     def finish(self, e: Experiment, code: int, error: str, elapsed: float) -> None:
         self.procs.pop(e.index, None)
         if code == 0:
-            state = "done"
+            state = ended_as(self.folder / e.name) or "done"
         elif code in (EXIT_PREEMPTED, EXIT_INTERRUPTED) or (code < 0 and self.stopping):
             state = "interrupted"
         else:
@@ -188,8 +218,10 @@ class Controller:
                 pid=None, wall_time_s=round(doc["experiments"][e.index]["wall_time_s"] + elapsed, 1))
             write_summary(self.folder, doc)
         self.statuses[e.index], self.states[e.index] = status, state
-        detail = f" (exit status {status}): {error}" if state != "done" else ""
+        detail = f" (exit status {status}): {error}" if state not in ("done", "pruned") else ""
         self.say(e, f"{state} in {duration(elapsed)}{detail}")
+        if self.on_finish is not None:
+            self.on_finish(e, state)
 
     def say(self, e: Experiment, what: str) -> None:
         print(f"[session {e.index}] {e.name}: {what}", flush=True)
@@ -220,6 +252,17 @@ class Controller:
         for proc in list(self.procs.values()):
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(sig)
+
+
+def ended_as(run_dir: Path) -> str | None:
+    """'done' or 'pruned' when the run directory holds the results.json of a run that ended, else None."""
+    try:
+        results = json.loads((run_dir / "results.json").read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return "done"  # written, though not readable now: it ended all the same
+    return "pruned" if isinstance(results, dict) and results.get("pruned") else "done"
 
 
 def alive(entry: dict) -> bool:

@@ -23,6 +23,7 @@ from torchx.session.summary import write_atomic, write_summary
 
 if TYPE_CHECKING:
     from torchx.session.plan import Experiment
+    from torchx.session.space import Folds, Search
 
 SESSION_FILE = "session.yaml"
 LOCK_FILE = ".session.lock"
@@ -33,20 +34,43 @@ def now() -> str:
 
 
 def new_document(name: str, prog: str, argv: list[str], config_file: str | None, cfg: dict,
-                 experiments: list[Experiment]) -> dict:
-    return {
+                 experiments: list[Experiment], search: Search | None = None, folds: Folds | None = None) -> dict:
+    doc = {
         "session": name,
         "entry": prog,
         "command": [prog, *argv],
         "created": now(),
         "config_file": config_file,
         "grid": [{"key": key, "label": label, "values": values} for key, label, values in C.sweep_labels(cfg)],
-        "experiments": [{"index": e.index, "name": e.name, "params": e.params, "state": "pending",
-                         "exit_status": None, "error": None, "attempts": 0, "started": None, "finished": None,
-                         "wall_time_s": 0.0, "host": None, "pid": None, "gpu": None, "threads": None}
-                        for e in experiments],
+        "experiments": [entry(e) for e in experiments],
         "config": cfg,  # as given: before expansion and interpolation
     }
+    if search is not None:  # the trials are added to `experiments` as they are drawn
+        doc["search"] = search.record()
+        doc["space"] = space_record(search)
+    if folds is not None:
+        doc["cross_validation"] = {"folds": folds.folds, "seed": folds.seed}
+    return doc
+
+
+def entry(e: Experiment) -> dict:
+    """An experiment's record in session.yaml, before it first runs."""
+    record = {"index": e.index, "name": e.name, "params": e.params, "state": "pending", "exit_status": None,
+              "error": None, "attempts": 0, "started": None, "finished": None, "wall_time_s": 0.0, "host": None,
+              "pid": None, "gpu": None, "threads": None}
+    if e.trial is not None:
+        record.update(trial=e.trial, point=e.point)
+    if e.fold is not None:
+        record.update(point=e.point, fold=e.fold)
+    return record
+
+
+def space_record(search: Search) -> list[dict]:
+    return [{"key": d.key, "label": d.label, d.kind: list(d.args)} for d in search.space]
+
+
+def _dist(record: dict) -> str:
+    return ", ".join(f"{{{k}: {v}}}" for k, v in record.items() if k not in ("key", "label"))
 
 
 def read_document(folder: Path) -> dict:
@@ -73,8 +97,20 @@ def locked(folder: Path) -> Iterator[dict]:
         write_atomic(folder / SESSION_FILE, C.dump_yaml(doc))
 
 
-def compare(doc: dict, cfg: dict, folder: Path, from_file: bool) -> None:
-    """A session keeps the grid and the config it started with; a change is refused, not mixed in."""
+def compare(doc: dict, cfg: dict, folder: Path, from_file: bool, search: Search | None = None) -> None:
+    """A session keeps the grid, the search space and the config it started with; a change is
+    refused, not mixed in."""
+    old_space = doc.get("space") or []
+    new_space = space_record(search) if search is not None else []
+    if old_space != new_space:
+        before, after = {d["key"]: d for d in old_space}, {d["key"]: d for d in new_space}
+        shown = [f"{k}: {_dist(before[k])} -> {_dist(after[k])}" for k in after
+                 if k in before and before[k] != after[k]]
+        shown += [f"{k} added" for k in after if k not in before] + [f"{k} removed" for k in before if k not in after]
+        raise ConfigError(f"the search space differs from the one session '{folder}' started with "
+                          f"({'; '.join(shown) or 'the order of the keys changed'}); its trials were drawn from "
+                          f"that space: continue it as recorded in {SESSION_FILE} (drop the changes), or start a "
+                          f"new session with --name <other name>")
     old = [(g["key"], g["values"]) for g in doc.get("grid") or []]
     new = [(key, values) for key, _, values in C.sweep_labels(cfg)]
     if old != new:
