@@ -34,6 +34,7 @@ from torchx.csvlog import CSVLogger
 from torchx.datasets.base import TensorDataModule
 from torchx.errors import NonFiniteLoss, first_line
 from torchx.run import Run, check_fits, claim, is_rank_zero, run_args
+from torchx.trial import Trial, from_environment
 
 PROG = "train_pl.py"
 # what gloo / NCCL say when a peer process is gone (a crash, an OOM kill, a node lost)
@@ -44,13 +45,32 @@ _lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
 _lightning_log.addFilter(lambda record: "litlogger" not in record.getMessage())  # an advert, not information
 
 
+class ReportToTrial(pl.Callback):
+    """A search trial's pruning (torchx.trial): after each validation rank 0 reports the metric to the
+    study; when its pruner says stop, every rank stops there as EarlyStopping stops them, and
+    training ends cleanly (last.ckpt at that step, the logs kept)."""
+
+    def __init__(self, trial: Trial) -> None:
+        self.trial = trial
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k == self.trial.metric}
+        stop = trainer.is_global_zero and self.trial.report(metrics, trainer.global_step, trainer.current_epoch)
+        if trainer.strategy.broadcast(stop, src=0):
+            trainer.should_stop = True
+
+
 def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: pl.LightningModule,
-                   gpus: list[int] | None) -> dict[str, Any]:
+                   gpus: list[int] | None, trial: Trial | None = None) -> dict[str, Any]:
     """pl.Trainer arguments: trainer_params plus torchx's loggers, checkpointing and callbacks."""
     params = build.apply_gpus(cfg, gpus)["trainer_params"]
     logger = BaseLogger(run.dir)
     user = build.user_callbacks(cfg)
     cbs: list[pl.Callback] = [logger, TorchxState(cfg), PreemptionCheckpoint(run.ckpt_dir), *user]
+    if trial is not None:
+        cbs.append(ReportToTrial(trial))
     # torchx's bar steps aside for a progress bar of the user's own (Lightning allows one)
     if params.get("enable_progress_bar", True) and not any(isinstance(cb, LightningProgressBar) for cb in user):
         cbs.append(ProgressBar(logger.report) if interactive() else PlainProgress(logger.report, plain_every_s()))
@@ -126,8 +146,9 @@ def train(args: argparse.Namespace, run: Run) -> int:
         run.data_record = build.data_record(cfg, data)
     if run.ckpt is not None:
         check_fits(run.ckpt, wrapper.state_dict(), run.ckpt_path)
+    trial = from_environment()
     with held_lightning_info() as print_info:
-        trainer = make_trainer(cfg, trainer_kwargs(cfg, run, data, wrapper, args.gpus))
+        trainer = make_trainer(cfg, trainer_kwargs(cfg, run, data, wrapper, args.gpus, trial))
     check_val_batches(cfg, data, trainer)
     build.count_each_sample_once(data, trainer)
     claim(run)
@@ -168,7 +189,10 @@ def train(args: argparse.Namespace, run: Run) -> int:
         if ckpt.best_model_score is not None:
             results["best_model_score"] = float(ckpt.best_model_score)
     skipped = build.why_untested(data, wrapper)
-    if skipped:
+    if trial is not None and trial.pruned:
+        results["pruned"] = trial.pruned
+        print(trial.message())
+    elif skipped:
         print(f"test: skipped, {skipped}")
     else:
         best = results.get("best_model_path")

@@ -37,6 +37,7 @@ from torchx.session.search import (
     storage_url,
 )
 from torchx.session.summary import write_summary
+from torchx.trial import make_pruner
 
 
 def main(args: argparse.Namespace, prog: str, loop: str, argv: list[str]) -> int:
@@ -112,6 +113,7 @@ def refuse_mixed(args: argparse.Namespace, search: space.Search | None, folds: s
     """Options and sections that do not go together, before anything is built."""
     if search is not None:
         optuna()
+        make_pruner(search.pruner)  # its arguments, checked now
         if args.only is not None:
             raise ConfigError(f"--only {args.only} runs one experiment of a grid; a search draws its trials as it "
                               f"goes: to run it from several processes or array tasks, give each --worker")

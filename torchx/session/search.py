@@ -15,7 +15,6 @@ the same trials again from the same seed, whichever process draws them.
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,10 +26,11 @@ from torchx.session import space
 from torchx.session.document import entry, locked
 from torchx.session.plan import Experiment, Point, checked, fold_name, fold_param, folder_name, with_fold
 from torchx.session.summary import summarize, write_atomic
+from torchx.trial import ENV as TRIAL_ENV
+from torchx.trial import engine_kwargs, make_pruner
 
 INSTALL = "pip install 'torchx[search]' (Optuna 5.1.0; psycopg2-binary for PostgreSQL)"
 STUDY_FILE = "study.db"
-TRIAL_ENV = "TORCHX_TRIAL"  # what a child process reads to report to its trial (torchx.trial)
 
 
 def optuna() -> Any:
@@ -56,11 +56,6 @@ def shown_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url.split("@")[-1]
-
-
-def engine_kwargs(url: str) -> dict:
-    # SQLite: writers from several processes wait for each other instead of failing at once
-    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
 
 
 def check_storage(search: space.Search) -> None:
@@ -132,21 +127,29 @@ def make_sampler(search: space.Search, seed: int) -> Any:
         return samplers.RandomSampler(seed=seed)
     if search.method == "tpe":
         return samplers.TPESampler(seed=seed)
-    return samplers.GridSampler({d.name: d.grid_values() for d in search.space}, seed=seed)
+    return numbered_grid(search)
 
 
-def make_pruner(spec: dict) -> Any:
-    """Optuna's pruner of that name, its args checked against its signature."""
-    pruners = optuna().pruners
-    cls = {"none": pruners.NopPruner, "median": pruners.MedianPruner, "hyperband": pruners.HyperbandPruner}[
-        spec["name"]]
-    try:
-        inspect.signature(cls).bind(**spec["args"])
-        return cls(**spec["args"])
-    except (TypeError, ValueError) as e:
-        takes = ", ".join(inspect.signature(cls).parameters)
-        raise ConfigError(f"search.pruner {spec['name']}: {first_line(e)}; Optuna's {cls.__name__} takes: "
-                          f"{takes or '(nothing)'}") from None
+def numbered_grid(search: space.Search) -> Any:
+    """`method: grid`: trial n takes the n-th point of the grid, in the order of a `_`-key grid (the
+    last key varies fastest). Optuna's GridSampler picks an unvisited point at random, and trials
+    running at once (--jobs, workers) may pick the same one; a trial number is never given twice."""
+    import itertools
+
+    points = list(itertools.product(*[d.grid_values() for d in search.space]))
+    names = [d.name for d in search.space]
+
+    class NumberedGrid(optuna().samplers.BaseSampler):
+        def infer_relative_search_space(self, study: Any, trial: Any) -> dict:
+            return {}
+
+        def sample_relative(self, study: Any, trial: Any, search_space: dict) -> dict:
+            return {}
+
+        def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+            return points[trial.number % len(points)][names.index(param_name)]
+
+    return NumberedGrid()
 
 
 def seed_for(search: space.Search, point: int, number: int) -> int:
