@@ -214,8 +214,8 @@ class Controller:
         status = code if code >= 0 else 128 - code
         with locked(self.folder) as doc:
             doc["experiments"][e.index].update(
-                state=state, exit_status=status, error=None if state in ("done", "pruned") else error or None, finished=now(),
-                pid=None, wall_time_s=round(doc["experiments"][e.index]["wall_time_s"] + elapsed, 1))
+                state=state, exit_status=status, error=None if state in ("done", "pruned") else error or None,
+                finished=now(), pid=None, wall_time_s=round(doc["experiments"][e.index]["wall_time_s"] + elapsed, 1))
             write_summary(self.folder, doc)
         self.statuses[e.index], self.states[e.index] = status, state
         detail = f" (exit status {status}): {error}" if state not in ("done", "pruned") else ""

@@ -5,6 +5,7 @@ over its folds: their mean and standard deviation), and best.yaml, the best one'
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,7 @@ def group(entries: list[dict], rows: list[dict]) -> list[dict]:
         unit["state"] = next((s for s in ("failed", "interrupted", "running", "pending", "pruned") if s in states),
                              "done")
         first = unit["entries"][0]
-        unit["name"] = first["name"].rsplit(",fold=", 1)[0] if "fold" in first else first["name"]
+        unit["name"] = re.sub(r",?fold=[0-9]+$", "", first["name"]) if "fold" in first else first["name"]
         unit["params"] = {k: v for k, v in first["params"].items() if k != "fold"}
         unit["trial"] = first.get("trial")
         bests = [r["best"] for r in unit["rows"]]
@@ -217,7 +218,7 @@ def best_config(doc: dict, unit: dict) -> str:
     trial = f"trial {unit['trial']}, " if unit["trial"] is not None else ""
     metric = (doc.get("search") or {}).get("metric") or unit["rows"][0]["monitor"]
     score = _mean_std((unit["value"], unit["std"]))
-    head = f"# The best of session {doc['session']}: {unit['name']} ({trial}{metric} {score})\n"
+    head = f"# The best of session {doc['session']}: {unit['name'] or 'its config'} ({trial}{metric} {score})\n"
     return head + C.dump_yaml(cfg)
 
 
