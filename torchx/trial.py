@@ -32,7 +32,7 @@ class Trial:
             import optuna
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            url = self.spec["storage"]
+            url = driver_url(self.spec["storage"])
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
             study = optuna.load_study(study_name=self.spec["study"], storage=storage,
                                       pruner=make_pruner(self.spec["pruner"]))
@@ -58,6 +58,17 @@ class Trial:
         return (f"pruned: trial {self.spec['trial']} stopped by the search's {self.spec['pruner']['name']} pruner "
                 f"after the validation at step {p.get('step')} (epoch {p.get('epoch')}), "
                 f"{self.metric} {p.get('value'):.4g}; its checkpoints and logs are kept")
+
+
+def driver_url(url: str) -> str:
+    """`postgresql://...` with the psycopg2 driver when psycopg (3), SQLAlchemy 2.1's default for a
+    bare postgresql URL, is not installed: torchx[search] installs psycopg2-binary."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None and \
+            importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
 
 
 def engine_kwargs(url: str) -> dict:

@@ -27,7 +27,7 @@ from torchx.session.document import entry, locked
 from torchx.session.plan import Experiment, Point, checked, fold_name, fold_param, folder_name, with_fold
 from torchx.session.summary import summarize, write_atomic
 from torchx.trial import ENV as TRIAL_ENV
-from torchx.trial import engine_kwargs, make_pruner
+from torchx.trial import driver_url, engine_kwargs, make_pruner
 
 INSTALL = "pip install 'torchx[search]' (Optuna 5.1.0; psycopg2-binary for PostgreSQL)"
 STUDY_FILE = "study.db"
@@ -45,7 +45,7 @@ def optuna() -> Any:
 
 
 def storage_url(search: space.Search, folder: Path) -> str:
-    return search.storage or f"sqlite:///{folder.resolve() / STUDY_FILE}"
+    return driver_url(search.storage) if search.storage else f"sqlite:///{folder.resolve() / STUDY_FILE}"
 
 
 def shown_url(url: str) -> str:
@@ -61,14 +61,14 @@ def shown_url(url: str) -> str:
 def check_storage(search: space.Search) -> None:
     """search.storage must be a database this process can reach; checked before anything is created
     (an SQLite file is not: connecting would create it, so its folder is checked instead)."""
-    url = search.storage
-    if url is None:
+    if search.storage is None:
         return
+    url = driver_url(search.storage)
     optuna()
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
-    where = f"search.storage {shown_url(url)}"
+    where = f"search.storage {shown_url(search.storage)}"
     try:
         parsed = make_url(url)
     except Exception as e:

@@ -252,6 +252,7 @@ def fold_args(cfg: dict, folds: Folds, fold: int) -> dict:
 
     spec = cfg.get("data_module")
     name = spec.get("name") if isinstance(spec, dict) else None
+    C.import_modules(cfg)  # a data module of the user's registers itself there
     try:
         ctor = datasets.registry.get(name)
     except ConfigError:

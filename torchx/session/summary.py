@@ -4,6 +4,7 @@ over its folds: their mean and standard deviation), and best.yaml, the best one'
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -210,7 +211,7 @@ def ranking_csv(units: list[dict], labels: list[str], metrics: list[str]) -> str
 def best_config(doc: dict, unit: dict) -> str:
     """The session's config with the best unit's values in place of its grid and search keys, without
     the `search:` and `cross_validation:` sections: a plain config that trains as it is."""
-    cfg = {k: v for k, v in doc["config"].items() if k not in ("search", "cross_validation")}
+    cfg = {k: copy.deepcopy(v) for k, v in doc["config"].items() if k not in ("search", "cross_validation")}
     found = C.sweep_keys(cfg) + C.search_keys(cfg)
     labels = [g["label"] for g in doc.get("grid") or []] + [d["label"] for d in doc.get("space") or []]
     for (path, _), label in zip(found, labels):
