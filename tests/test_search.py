@@ -23,6 +23,7 @@ import yaml
 from helpers import ROOT, assert_run_dir, refused, run_train, run_train_pl, tiny_config, tree, write_config
 from torchx.session import space
 from torchx.session.search import preview
+from torchx.trial import driver_url
 
 optuna = pytest.importorskip("optuna")
 
@@ -271,6 +272,7 @@ def test_two_workers_share_one_sqlite_study_without_running_a_trial_twice(tmp_pa
 
 
 POSTGRES = os.environ.get("TORCHX_TEST_POSTGRES")
+DATABASE = driver_url(POSTGRES) if POSTGRES else None  # psycopg2's driver, as torchx connects
 
 
 def postgres_reason() -> str:
@@ -279,7 +281,7 @@ def postgres_reason() -> str:
     try:
         import sqlalchemy
 
-        with sqlalchemy.create_engine(POSTGRES).connect():
+        with sqlalchemy.create_engine(DATABASE).connect():
             return ""
     except Exception as e:
         return f"PostgreSQL at TORCHX_TEST_POSTGRES does not answer: {str(e).splitlines()[0]}"
@@ -289,19 +291,16 @@ def test_two_workers_share_one_postgresql_study(tmp_path):
     reason = postgres_reason()
     if reason:
         pytest.skip(reason)
-    import sqlalchemy
-
     name = f"w{os.getpid()}{time.monotonic_ns() % 10**6}"
     config = write_config(tmp_path / f"{name}.yaml", worker_config(4, storage=POSTGRES))
     try:
         run_workers(tmp_path, config)
         folder = tmp_path / "save" / name
         assert not (folder / "study.db").exists()
-        check_shared(folder, optuna.load_study(study_name=name, storage=POSTGRES).trials, 4)
+        check_shared(folder, optuna.load_study(study_name=name, storage=DATABASE).trials, 4)
     finally:
-        with sqlalchemy.create_engine(POSTGRES).connect():
-            if name in optuna.get_all_study_names(POSTGRES):
-                optuna.delete_study(study_name=name, storage=POSTGRES)
+        if name in optuna.get_all_study_names(DATABASE):
+            optuna.delete_study(study_name=name, storage=DATABASE)
 
 
 # ---------------------------------------------------------------- k-fold cross-validation

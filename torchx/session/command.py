@@ -196,8 +196,10 @@ def list_experiments(folder: Path, cfg: dict, experiments: list[Experiment], doc
                      only: int | None) -> None:
     states = {e["index"]: e["state"] for e in doc["experiments"]} if doc else {}
     print(f"session   : {folder} ({tally(doc) if doc else 'new'})")
-    grid = " x ".join(f"{label} {values}" for _, label, values in C.sweep_labels(cfg))
-    print(f"experiments: {len(experiments)} ({grid})")
+    grid = [f"{label} {values}" for _, label, values in C.sweep_labels(cfg)]
+    folds = space.folds_settings(cfg)
+    grid += [f"{folds.folds} folds"] if folds else []
+    print(f"experiments: {len(experiments)} ({' x '.join(grid)})")
     for e in experiments:
         if only is None or e.index == only:
             print(f"  {e.index:>3}  {e.name}" + (f"  [{states.get(e.index, 'pending')}]" if doc else ""))
