@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, assert_run_dir, refused, run_train, run_train_pl, tiny_config, tree, write_config
+from helpers import ROOT, assert_run_dir, refused, rekey, run_train, run_train_pl, tiny_config, tree, write_config
 from torchx.session import space
 from torchx.session.search import preview
 from torchx.trial import driver_url
@@ -32,12 +32,8 @@ LR = ("train_wrapper", "args", "optim_spec", "args")
 
 
 def searched(cfg: dict, where: tuple, key: str, dist: dict) -> dict:
-    node = cfg
-    for part in where:
-        node = node[part]
-    node.pop(key, None)
-    node[key + "~"] = dist
-    return cfg
+    """Turn `key` at `where` into the search key `key~`."""
+    return rekey(cfg, where, key, key + "~", dist)
 
 
 def state(folder: Path) -> dict:
@@ -409,7 +405,7 @@ BAD = {
                        ["search.metric 'test/acc'", "val/"]),
     "direction-unknown": (lambda c: c["search"].update(direction="up"), ["search.direction 'up'",
                                                                         "maximize, minimize"]),
-    "unknown-search-key": (lambda c: c["search"].update(trials=3), ["search.trials is not a search setting",
+    "unknown-search-key": (lambda c: c["search"].update(trials=3), ["search.trials is not a setting of search",
                                                                     "did you mean 'n_trials'"]),
     "search-without-space": (lambda c: c["train_wrapper"]["args"]["optim_spec"].update(
         args={"lr": 0.1}), ["search: section but no key ending in '~'"]),

@@ -15,8 +15,14 @@ as a child process of the same entry point (train_pl.py or train.py), so a crash
 cannot take down the others. session.yaml is rewritten atomically under a file lock, so the
 tasks of a cluster job array (`--only K`) can share one session.
 
-The parts: plan.py (the experiments), document.py (session.yaml), controller.py (the child
-processes), summary.py (summary.csv/md), command.py (the command that ties them together).
+A config with keys ending in `~` (distributions) is a search: its trials are experiments drawn
+one at a time from an Optuna study (search.py); `cross_validation:` makes each experiment one
+run per fold.
+
+The parts: plan.py (the experiments, grid points and folds), space.py (the search space and the
+search and cross_validation sections), document.py (session.yaml), controller.py (the child
+processes), search.py (the Optuna study), summary.py (summary.csv/md, the ranking, best.yaml),
+command.py (the command that ties them together).
 """
 
 from torchx.session.command import dry_build, list_experiments, main

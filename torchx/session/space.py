@@ -140,14 +140,7 @@ def search_settings(cfg: dict) -> Search | None:
     section = cfg.get("search")
     if section is None and not space:
         return None
-    if section is None:
-        section = {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"search must be a mapping (method, n_trials, metric, ...), got {short_repr(section)}")
-    for key in section:
-        if key not in SEARCH_KEYS:
-            raise ConfigError(f"search.{key} is not a search setting{close_matches(str(key), SEARCH_KEYS)}; valid: "
-                              f"{', '.join(SEARCH_KEYS)}")
+    section = checked_section("search", {} if section is None else section, SEARCH_KEYS)
     if not space:
         raise ConfigError("the config has a search: section but no key ending in '~' to search; give one a "
                           f"distribution, e.g. train_wrapper.args.optim_spec.args.lr~: {EXAMPLE}")
@@ -171,9 +164,7 @@ def search_settings(cfg: dict) -> Search | None:
     if not _count(n_trials):
         raise ConfigError(f"search.n_trials must be a positive whole number of trials, got {short_repr(n_trials)}")
     metric, direction = _metric(cfg, section)
-    seed = section.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= C.SEED_MAX:
-        raise ConfigError(f"search.seed must be an integer from 0 to {C.SEED_MAX}, got {short_repr(seed)}")
+    seed = checked_seed(section.get("seed", 0), "search.seed")
     storage = section.get("storage")
     if storage is not None and (not isinstance(storage, str) or "://" not in storage):
         raise ConfigError(f"search.storage {short_repr(storage)} is not a database URL; give one like "
@@ -231,18 +222,28 @@ def folds_settings(cfg: dict) -> Folds | None:
     section = cfg.get("cross_validation")
     if section is None:
         return None
-    if not isinstance(section, dict):
-        raise ConfigError(f"cross_validation must be a mapping like {{folds: 5, seed: 0}}, got {short_repr(section)}")
-    for key in section:
-        if key not in CV_KEYS:
-            raise ConfigError(f"cross_validation.{key} is not a setting{close_matches(str(key), CV_KEYS)}; valid: "
-                              f"folds, seed")
-    folds, seed = section.get("folds"), section.get("seed", 0)
+    section = checked_section("cross_validation", section, CV_KEYS)
+    folds = section.get("folds")
     if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
         raise ConfigError(f"cross_validation.folds must be a whole number of folds >= 2, got {short_repr(folds)}")
+    return Folds(folds, checked_seed(section.get("seed", 0), "cross_validation.seed"))
+
+
+def checked_section(name: str, section: Any, keys: tuple[str, ...]) -> dict:
+    """A session section: a mapping of known settings."""
+    if not isinstance(section, dict):
+        raise ConfigError(f"{name} must be a mapping of {', '.join(keys)}, got {short_repr(section)}")
+    for key in section:
+        if key not in keys:
+            raise ConfigError(f"{name}.{key} is not a setting of {name}{close_matches(str(key), keys)}; valid: "
+                              f"{', '.join(keys)}")
+    return section
+
+
+def checked_seed(seed: Any, where: str) -> int:
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= C.SEED_MAX:
-        raise ConfigError(f"cross_validation.seed must be an integer from 0 to {C.SEED_MAX}, got {short_repr(seed)}")
-    return Folds(folds, seed)
+        raise ConfigError(f"{where} must be an integer from 0 to {C.SEED_MAX}, got {short_repr(seed)}")
+    return seed
 
 
 def fold_args(cfg: dict, folds: Folds, fold: int) -> dict:
