@@ -477,3 +477,32 @@ def test_without_optuna_a_search_names_the_install(tmp_path):
     imported = subprocess.run([sys.executable, "-c", "import torchx, torchx.cli, torchx.session, torchx.fit, sys; "
                                "print('optuna' in sys.modules)"], capture_output=True, text=True, cwd=ROOT)
     assert imported.stdout.strip() == "False"
+
+
+def test_grid_keys_beside_search_keys_give_each_grid_point_its_study(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = search_config("random", 1, max_epochs=1)
+    rekey(cfg, ("train_wrapper", "args", "model_spec", "args"), "hidden", "hidden_", [[16], [32]])
+    config = write_config(tmp_path / "g.yaml", cfg)
+    assert run_train(["--config", str(config), "--jobs", "2"]) == 0
+    folder = tmp_path / "save" / "g"
+    entries = state(folder)["experiments"]
+    assert [(e["point"], e["trial"], e["params"]["hidden"]) for e in entries] == [(0, 0, [16]), (1, 0, [32])]
+    assert [e["name"].split(",t0,")[0] for e in entries] == ["hidden=[16]", "hidden=[32]"]
+    for e in entries:
+        point = study(folder, f"g/{e['name'].split(',t0,')[0]}")
+        assert [t.state.name for t in point.trials] == ["COMPLETE"]
+        assert point.trials[0].params["train_wrapper.args.optim_spec.args.lr"] == e["params"]["lr"]
+
+
+def test_session_options_that_do_not_fit_are_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    search = write_config(tmp_path / "s.yaml", search_config("random", 2))
+    grid = write_config(tmp_path / "g.yaml", rekey(tiny_config(), LR, "lr", "lr_", [0.1, 0.01]))
+    for argv, says in (([str(search), "--only", "0"], "--only 0 runs one experiment of a grid; a search draws"),
+                       ([str(grid), "--worker"], "--worker draws trials of a search"),
+                       ([str(write_config(tmp_path / "one.yaml", tiny_config())), "--worker"],
+                        "--worker applies to a session")):
+        assert run_train(["--config", *argv]) == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "save").exists()
