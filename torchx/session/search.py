@@ -235,7 +235,9 @@ class Search:
         if resume:
             with locked(self.folder) as doc:
                 self.tell_finished(doc)
-                todo = [x for x in doc["experiments"] if x["state"] not in ("done", "pruned")]
+                # (a trial whose values made a config torchx refused has no config to run: it stays failed)
+                todo = [x for x in doc["experiments"] if x["state"] not in ("done", "pruned")
+                        and (self.folder / "configs" / f"{x['name']}.yaml").is_file()]
             for x in todo:
                 yield self.experiment(x)
         for point in self.points:
