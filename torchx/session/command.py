@@ -31,6 +31,7 @@ from torchx.session.search import (
     check_metric,
     check_storage,
     first_values,
+    make_sampler,
     optuna,
     preview,
     shown_url,
@@ -113,7 +114,8 @@ def refuse_mixed(args: argparse.Namespace, search: space.Search | None, folds: s
     """Options and sections that do not go together, before anything is built."""
     if search is not None:
         optuna()
-        make_pruner(search.pruner)  # its arguments, checked now
+        make_pruner(search.pruner)  # its arguments, and the sampler's, checked now
+        make_sampler(search, search.seed)
         if args.only is not None:
             raise ConfigError(f"--only {args.only} runs one experiment of a grid; a search draws its trials as it "
                               f"goes: to run it from several processes or array tasks, give each --worker")

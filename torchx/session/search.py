@@ -15,6 +15,7 @@ the same trials again from the same seed, whichever process draws them.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,11 +124,15 @@ def check_metric(metric: str, data: Any, wrapper: Any, read: bool) -> None:
 
 def make_sampler(search: space.Search, seed: int) -> Any:
     samplers = optuna().samplers
-    if search.method == "random":
-        return samplers.RandomSampler(seed=seed)
-    if search.method == "tpe":
-        return samplers.TPESampler(seed=seed)
-    return numbered_grid(search)
+    if search.method == "grid":
+        return numbered_grid(search)
+    cls = samplers.RandomSampler if search.method == "random" else samplers.TPESampler
+    try:
+        return cls(**search.sampler_args, seed=seed)
+    except (TypeError, ValueError) as e:
+        takes = ", ".join(k for k in inspect.signature(cls).parameters if k != "seed")
+        raise ConfigError(f"search.method {search.method}: {first_line(e)}; Optuna's {cls.__name__} takes: "
+                          f"{takes or '(nothing but the seed)'}") from None
 
 
 def numbered_grid(search: space.Search) -> Any:

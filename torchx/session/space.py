@@ -75,6 +75,7 @@ class Search:
     pruner: dict  # {"name": none|median|hyperband, "args": {...}}
     storage: str | None
     space: list[Dist] = field(default_factory=list)
+    sampler_args: dict = field(default_factory=dict)  # for Optuna's RandomSampler or TPESampler
 
     @property
     def mode(self) -> str:
@@ -82,8 +83,8 @@ class Search:
 
     def record(self) -> dict:
         """What session.yaml keeps of it (the storage URL is in the config, as given)."""
-        return {"method": self.method, "n_trials": self.n_trials, "metric": self.metric,
-                "direction": self.direction, "seed": self.seed, "pruner": self.pruner}
+        return {"method": self.method, "sampler_args": self.sampler_args, "n_trials": self.n_trials,
+                "metric": self.metric, "direction": self.direction, "seed": self.seed, "pruner": self.pruner}
 
 
 @dataclass
@@ -144,7 +145,10 @@ def search_settings(cfg: dict) -> Search | None:
     if not space:
         raise ConfigError("the config has a search: section but no key ending in '~' to search; give one a "
                           f"distribution, e.g. train_wrapper.args.optim_spec.args.lr~: {EXAMPLE}")
-    method = section.get("method", "tpe")
+    method, sampler_args = named_spec(section.get("method", "tpe"), "search.method", METHODS,
+                                      "{name: tpe, args: {n_startup_trials: 4}}")
+    if method == "grid" and sampler_args:
+        raise ConfigError(f"search.method grid takes no args, got {short_repr(sampler_args)}")
     if method not in METHODS:
         raise ConfigError(f"search.method {short_repr(method)} is not a search method"
                           f"{close_matches(str(method), METHODS)}; valid: {', '.join(METHODS)}")
@@ -171,7 +175,7 @@ def search_settings(cfg: dict) -> Search | None:
                           f"postgresql://user:password@host/db or sqlite:///path/study.db, or leave it out "
                           f"for the session folder's study.db")
     return Search(method, n_trials, metric, direction, seed, pruner_spec(section.get("pruner", "none")), storage,
-                  space)
+                  space, sampler_args)
 
 
 def _count(value: Any) -> bool:
@@ -198,17 +202,22 @@ def _metric(cfg: dict, section: dict) -> tuple[str, str]:
     return metric, direction
 
 
+def named_spec(value: Any, where: str, names: tuple[str, ...], example: str) -> tuple[Any, dict]:
+    """`name`, or `{name: ..., args: {...}}`: (name, args)."""
+    if isinstance(value, dict) and "name" in value and set(value) <= {"name", "args"} and \
+            isinstance(value.get("args") or {}, dict):
+        return value["name"], dict(value.get("args") or {})
+    if isinstance(value, dict):
+        raise ConfigError(f"{where} {short_repr(value)} must be a name ({', '.join(names)}) or {example}")
+    return value, {}
+
+
 def pruner_spec(value: Any) -> dict:
     """`median`, or `{name: median, args: {n_startup_trials: 4}}` with the arguments of Optuna's
     pruner of that name (checked against its signature when Optuna is imported)."""
-    if value is None or isinstance(value, str):
-        spec = {"name": "none" if value is None else value, "args": {}}
-    elif isinstance(value, dict) and "name" in value and set(value) <= {"name", "args"} and \
-            isinstance(value.get("args") or {}, dict):
-        spec = value
-    else:
-        raise ConfigError(f"search.pruner {short_repr(value)} must be a name ({', '.join(PRUNERS)}) or "
-                          f"{{name: median, args: {{n_startup_trials: 4}}}}")
+    name, args = named_spec("none" if value is None else value, "search.pruner", PRUNERS,
+                            "{name: median, args: {n_startup_trials: 4}}")
+    spec = {"name": name, "args": args}
     name = spec["name"]
     if name not in PRUNERS:
         raise ConfigError(f"search.pruner {short_repr(name)} is not a pruner{close_matches(str(name), PRUNERS)}; "
