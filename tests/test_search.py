@@ -393,6 +393,8 @@ BAD = {
                                                                        "valid: none, median, hyperband"]),
     "pruner-argument": (lambda c: c["search"].update(pruner={"name": "median", "args": {"warmup": 1}}),
                         ["search.pruner median", "n_warmup_steps"]),
+    "sampler-argument": (lambda c: c["search"].update(method={"name": "tpe", "args": {"startup": 3}}),
+                         ["search.method tpe", "n_startup_trials"]),
     "n-trials-missing": (lambda c: c["search"].pop("n_trials"), ["search.n_trials is missing; method random",
                                                                  "positive whole number"]),
     "tpe-n-trials-missing": (lambda c: c["search"].update(method="tpe", n_trials=None),
