@@ -262,6 +262,8 @@ def draw_search(free: list, s: dict) -> list:
         for n, _, v in done:
             best = v if best is None else (max if s["mode"] == "max" else min)(best, v)
             line.append((n, best))
+        last = max(n for n, _, _, _ in s["trials"])
+        line.append((last, best))  # the best found holds to the last trial, pruned ones included
         ax.step(*zip(*line), where="post", color="C1", label="best so far")
     if pruned:
         ax.plot([n for n, _, _ in pruned], [v for _, _, v in pruned], "x", color="0.5", label="pruned (last value)")
