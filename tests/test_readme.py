@@ -83,7 +83,7 @@ DIGITS = "python train_pl.py --config configs/digits.yaml"
 SWEEP = "python train_pl.py --config configs/mnist-sweep.yaml --jobs 2"
 SWEPT = f"{SWEEP} trainer_params.log_every_n_steps=1"  # so that train/loss_step is logged in 2 batches
 NO_TAIL: list[str] = []
-SEARCH = "python train_pl.py --config configs/mnist-search.yaml data_module.args.root_dir=PATH/TO/mnist"
+SEARCH = "python train_pl.py --config configs/mnist-search.yaml --jobs 2 data_module.args.root_dir=PATH/TO/mnist"
 SEARCH_TAIL = TINY + ["trainer_params.max_epochs=2", "search.n_trials=2"]
 SEARCHED = f"{SEARCH.replace('PATH/TO/mnist', 'load/mnist')} search.n_trials=2"
 needs_mnist = "needs the MNIST files"
