@@ -261,10 +261,10 @@ def check_shared(folder: Path, trials: list, n_trials: int) -> None:
 
 
 def test_two_workers_share_one_sqlite_study_without_running_a_trial_twice(tmp_path):
-    config = write_config(tmp_path / "w.yaml", worker_config(4))
+    config = write_config(tmp_path / "w.yaml", worker_config(3))
     run_workers(tmp_path, config)
     folder = tmp_path / "save" / "w"
-    check_shared(folder, study(folder, "w").trials, 4)
+    check_shared(folder, study(folder, "w").trials, 3)
 
 
 POSTGRES = os.environ.get("TORCHX_TEST_POSTGRES")
@@ -288,12 +288,12 @@ def test_two_workers_share_one_postgresql_study(tmp_path):
     if reason:
         pytest.skip(reason)
     name = f"w{os.getpid()}{time.monotonic_ns() % 10**6}"
-    config = write_config(tmp_path / f"{name}.yaml", worker_config(4, storage=POSTGRES))
+    config = write_config(tmp_path / f"{name}.yaml", worker_config(3, storage=POSTGRES))
     try:
         run_workers(tmp_path, config)
         folder = tmp_path / "save" / name
         assert not (folder / "study.db").exists()
-        check_shared(folder, optuna.load_study(study_name=name, storage=DATABASE).trials, 4)
+        check_shared(folder, optuna.load_study(study_name=name, storage=DATABASE).trials, 3)
     finally:
         if name in optuna.get_all_study_names(DATABASE):
             optuna.delete_study(study_name=name, storage=DATABASE)
