@@ -39,6 +39,17 @@ def tiny_config(**trainer_params) -> dict:
     }
 
 
+def rekey(cfg: dict, where: tuple, key: str, new_key: str, value: object) -> dict:
+    """Replace `key` in the mapping at path `where` by `new_key: value` (a sweep key `lr_`, a search
+    key `lr~`); returns `cfg`."""
+    node = cfg
+    for part in where:
+        node = node[part]
+    node.pop(key, None)
+    node[new_key] = value
+    return cfg
+
+
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

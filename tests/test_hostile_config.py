@@ -613,6 +613,12 @@ def test_every_shipped_config_passes_the_type_checks(name, monkeypatch, tmp_path
 
         cfg = C.apply_overrides(cfg, [f"data_module.args.root_dir={split_layout(tmp_path / 'images')}"])
     for _, combination in C.expand(cfg):
+        if C.search_keys(combination):  # a search: checked with the first trial its sampler draws
+            from torchx.session import search, space
+
+            settings = space.search_settings(combination)
+            for d, value in zip(settings.space, search.first_values(settings)):
+                C.assign(combination, d.path, value)
         resolved = C.resolve(combination)
         C.import_modules(resolved)
         C.check(resolved, config_file=REPO / "configs" / name)

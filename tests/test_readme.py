@@ -83,6 +83,9 @@ DIGITS = "python train_pl.py --config configs/digits.yaml"
 SWEEP = "python train_pl.py --config configs/mnist-sweep.yaml --jobs 2"
 SWEPT = f"{SWEEP} trainer_params.log_every_n_steps=1"  # so that train/loss_step is logged in 2 batches
 NO_TAIL: list[str] = []
+SEARCH = "python train_pl.py --config configs/mnist-search.yaml --jobs 2 data_module.args.root_dir=PATH/TO/mnist"
+SEARCH_TAIL = TINY + ["trainer_params.max_epochs=2", "search.n_trials=2"]
+SEARCHED = f"{SEARCH.replace('PATH/TO/mnist', 'load/mnist')} search.n_trials=2"
 needs_mnist = "needs the MNIST files"
 
 COMMANDS: dict[str, Case] = {
@@ -160,6 +163,19 @@ COMMANDS: dict[str, Case] = {
     "python -m torchx test save/two": Case(skip="needs a run trained on several nodes (tests/test_scale_out.py)"),
     "python bench/gpu.py": Case(skip="a benchmark for a GPU (tests/test_gpu_path.py runs its CPU path)"),
     "pip install -e '.[onnx]'": Case(skip="installs torchx and the onnx extra (.ci/run installs its pins)"),
+    "python train_pl.py --config configs/mnist-search.yaml --dry-run":
+        Case(tail=NO_TAIL, says="first trials drawn"),
+    SEARCH: Case(replace={"PATH/TO/mnist": "load/mnist"}, tail=SEARCH_TAIL),
+    "python -m torchx plot save/mnist-search -o docs/mnist-search.png":
+        Case(tail=NO_TAIL, after=[SEARCHED], says="docs/mnist-search.png"),
+    "python train_pl.py --config save/mnist-search/best.yaml --name mnist-best":
+        Case(tail=TINY + ["trainer_params.max_epochs=1"], after=[SEARCHED]),
+    "python train_pl.py --config configs/mnist-cv.yaml --jobs 2 data_module.args.root_dir=PATH/TO/mnist":
+        Case(replace={"PATH/TO/mnist": "load/mnist"}, tail=TINY + ["trainer_params.max_epochs=1"]),
+    "python train_pl.py --config configs/digits.yaml 'train_wrapper.args.optim_spec.args.lr~={loguniform: "
+    "[1.e-4, 1.e-1]}' +search.n_trials=2": Case(),
+    "pip install -e '.[search]'": Case(skip="installs torchx and the search extra (.ci/run installs its pins)"),
+    "python bench/search.py": Case(skip="a benchmark (32 trials on MNIST, about 15 minutes)"),
     "TORCHX_DEBUG=1 python train_pl.py ...":
         Case(tail=NO_TAIL, replace={"...": "--config missing.yaml"}, code=1, says="Traceback"),
 }

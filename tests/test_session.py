@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, assert_run_dir, run_train, snapshot_files, tiny_config, write_config
+from helpers import ROOT, assert_run_dir, rekey, run_train, snapshot_files, tiny_config, write_config
 from torchx import session
 from torchx.cli import tool_main
 from torchx.config import load
@@ -31,12 +31,7 @@ BS = ("data_module", "args")
 
 def sweep(cfg: dict, where: tuple, key: str, values: list) -> dict:
     """Turn `key` at `where` into the sweep key `key_`."""
-    node = cfg
-    for part in where:
-        node = node[part]
-    node.pop(key, None)
-    node[key + "_"] = values
-    return cfg
+    return rekey(cfg, where, key, key + "_", values)
 
 
 def grid_config(**trainer_params) -> dict:

@@ -155,8 +155,8 @@ def test_every_shipped_config_runs_a_few_batches(config, loop, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     cfg = load(config)  # with its _base_ files
     argv = ["--config", str(config), "--save-dir", "save", "trainer_params.max_epochs=1",
-            "+trainer_params.limit_train_batches=2", "+trainer_params.limit_val_batches=1",
-            "+trainer_params.limit_test_batches=1", "+trainer_params.enable_progress_bar=false"]
+            "trainer_params.limit_train_batches=2", "trainer_params.limit_val_batches=1",
+            "trainer_params.limit_test_batches=1", "trainer_params.enable_progress_bar=false"]
     argv += small_data(cfg["data_module"]["name"], tmp_path)
     if cfg.get("trainer_params", {}).get("strategy") == "ddp":
         argv.append("trainer_params.strategy=auto")  # DDP itself is covered by the two-process test
@@ -164,10 +164,17 @@ def test_every_shipped_config_runs_a_few_batches(config, loop, tmp_path, monkeyp
     if sweep_keys(cfg):  # a session: its first experiment, in its own process (tests/test_session.py has the rest)
         argv += ["--only", "0"]
         run_dir = run_dir / expand(cfg)[0][0]
+    if cfg.get("search"):  # a search: one trial (tests/test_search.py has the rest)
+        argv += ["search.n_trials=1", "search.pruner=none"]
+    if cfg.get("cross_validation"):  # two folds, the first one's run directory checked
+        argv += ["cross_validation.folds=2"]
+        run_dir = run_dir / "fold=0"
     if loop == "train" and cfg["train_wrapper"]["name"] == "gan":  # the plain loop trains the base wrapper only
         assert run_train(argv) == 2 and not (tmp_path / "save").exists()
         return
     assert (run_train_pl if loop == "train_pl" else run_train)(argv) == 0
+    if cfg.get("search"):
+        (run_dir,) = run_dir.glob("t0,*")
     assert (run_dir / "ckpt" / "last.ckpt").is_file()
 
 

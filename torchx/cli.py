@@ -55,9 +55,12 @@ def parser(prog: str) -> argparse.ArgumentParser:
                    help="check and build everything, print the resolved config, create nothing "
                         "(a session: do so for every experiment and list them)")
     p.add_argument("--jobs", metavar="N",
-                   help="a session (a config with sweep keys): run N experiments at once (default: 1)")
+                   help="a session (a config with sweep or search keys): run N experiments at once (default: 1)")
     p.add_argument("--only", metavar="K",
                    help="a session: run only experiment K (0-based index or name), e.g. one task of a job array")
+    p.add_argument("--worker", action="store_true",
+                   help="a search session: join it (creating it if it is new) and draw trials until its study has "
+                        "n_trials; several workers, on several machines with search.storage, share one study")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     return p
 

@@ -52,6 +52,9 @@ TOP_LEVEL_KEYS = {
     "metrics": "list of metric specs (torchmetrics by snake_case name, or the metrics registry)",
     "compile": "true, or torch.compile's arguments: compile the network in both loops",
     "distributed": "multi-process settings: timeout_s, how long a collective waits for a silent peer",
+    "search": "a session's search over the keys ending in '~': method, n_trials, metric, direction, seed, pruner, "
+              "storage",
+    "cross_validation": "k-fold cross-validation of each experiment: {folds: K, seed: S}",
 }
 REQUIRED_KEYS = ("data_module", "train_wrapper")
 
@@ -356,7 +359,7 @@ def _omegaconf_problem(e: OmegaConfBaseException) -> str:
 
 # ---------------------------------------------------------------- overrides
 
-_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*~?$")  # a last `~`: a search key
 
 
 def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
@@ -365,7 +368,8 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
     Without `+` the key must exist, unless it is new in a spec's `args` or in `trainer_params`
     or `checkpoint` (`data_module.args.download=true`): `check` then holds it against the
     constructor's signature, so a typo is still named. Elsewhere a new key needs `+`.
-    `key_=[v1,v2]` turns an existing `key` into a sweep key. Values are parsed as YAML and
+    `key_=[v1,v2]` turns an existing `key` into a sweep key, `key~={choice: [v1, v2]}` into a search
+    key. Values are parsed as YAML and
     replace what was there (a dict value replaces the whole section).
     """
     try:
@@ -433,8 +437,8 @@ def _set(cfg: dict, key: str, value: Any, add: bool) -> None:
     if not isinstance(node, dict):
         parent = ".".join(parts[:-1])
         raise ConfigError(f"override '{key}': '{parent}' holds {short_repr(node)}, not a section with keys")
-    if leaf.endswith("_") and not add and leaf not in node and leaf[:-1] in node:
-        _rename(node, leaf[:-1], leaf, value)  # `lr_=[...]` sweeps over an existing `lr`
+    if leaf.endswith(("_", "~")) and not add and leaf not in node and leaf[:-1] in node:
+        _rename(node, leaf[:-1], leaf, value)  # `lr_=[...]` sweeps over an existing `lr`, `lr~=...` searches it
     elif leaf in node:
         if add:
             raise ConfigError(f"override '+{key}': '{key}' already exists; write '{key}=VALUE' "
@@ -502,6 +506,30 @@ def sweep_keys(cfg: Any, prefix: tuple = ()) -> list[tuple[tuple, list]]:
     return found
 
 
+def is_search_key(key: Any) -> bool:
+    return isinstance(key, str) and len(key) > 1 and key.endswith("~")
+
+
+def search_keys(cfg: Any, prefix: tuple = ()) -> list[tuple[tuple, Any]]:
+    """(path, distribution) of every `~`-key in the tree, in document order; the values are checked
+    by torchx.session.space."""
+    found = []
+    items = cfg.items() if isinstance(cfg, dict) else enumerate(cfg) if isinstance(cfg, list) else ()
+    for k, v in items:
+        path = (*prefix, k)
+        if is_search_key(k):
+            found.append((path, v))
+        else:
+            found.extend(search_keys(v, path))
+    return found
+
+
+def labels(paths: list[tuple]) -> list[str]:
+    """Short names of sweep or search keys: the key without its last character, lengthened to its
+    dotted path where two would share a name."""
+    return _labels(paths)
+
+
 def expand(cfg: dict) -> list[tuple[str, dict]]:
     """One (name, config) per combination of the sweep keys; [('', cfg)] without any.
 
@@ -523,16 +551,31 @@ def combinations(cfg: dict) -> list[tuple[str, dict, dict]]:
     for combo in itertools.product(*[values for _, values in found]):
         c = copy.deepcopy(cfg)
         for (path, _), value in zip(found, combo):
-            parent = _walk(c, path[:-1])
-            if isinstance(parent, dict):  # `lr_` beside an inherited `lr`: the swept value wins
-                parent.pop(path[-1][:-1], None)
-            _rename(parent, path[-1], path[-1][:-1], copy.deepcopy(value))
+            assign(c, path, value)
         name = ",".join(f"{label}={_fmt(v)}" for label, v in zip(labels, combo))
         if name in seen:  # values that print alike (0.1 and '0.1'): keep names unique
             name = f"{name},#{len(runs)}"
         seen.add(name)
         runs.append((name, dict(zip(labels, copy.deepcopy(combo))), c))
     return runs
+
+
+def assign(cfg: dict, path: tuple, value: Any) -> None:
+    """Give the sweep or search key at `path` (`lr_`, `lr~`) a value, in place: it becomes the plain
+    key `lr` where it stood, replacing a plain `lr` beside it (one inherited from `_base_`)."""
+    parent = _walk(cfg, path[:-1])
+    if isinstance(parent, dict):
+        parent.pop(path[-1][:-1], None)
+    _rename(parent, path[-1], path[-1][:-1], copy.deepcopy(value))
+
+
+def value_text(value: Any) -> str:
+    """A value as it appears in an experiment's name: short, and safe in a folder name."""
+    return _fmt(value)
+
+
+def dotted(path: tuple) -> str:
+    return _dotted(path)
 
 
 def sweep_labels(cfg: dict) -> list[tuple[str, str, list]]:
@@ -867,6 +910,12 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
         keys = ", ".join(_dotted(p) for p, _ in found)
         raise ConfigError(f"this config is a sweep (keys ending in '_': {keys}); this command takes one "
                           f"experiment: run the sweep as a session with train_pl.py or train.py, or drop the '_'")
+    searched = search_keys(cfg)
+    if searched:
+        keys = ", ".join(_dotted(p) for p, _ in searched)
+        raise ConfigError(f"this config is a search (keys ending in '~': {keys}); this command takes one "
+                          f"experiment: run the search as a session with train_pl.py or train.py, or give the keys "
+                          f"values without the '~'")
     return resolve(cfg)
 
 

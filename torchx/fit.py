@@ -35,6 +35,7 @@ from torchx.datasets.base import TensorDataModule
 from torchx.errors import NonFiniteLoss, first_line
 from torchx.precision import compile_model
 from torchx.run import Run, check_fits, claim, is_rank_zero, run_args
+from torchx.trial import Trial, from_environment
 
 PROG = "train_pl.py"
 # what gloo / NCCL say when a peer process is gone (a crash, an OOM kill, a node lost)
@@ -45,8 +46,25 @@ _lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
 _lightning_log.addFilter(lambda record: "litlogger" not in record.getMessage())  # an advert, not information
 
 
+class ReportToTrial(pl.Callback):
+    """A search trial's pruning (torchx.trial): after each validation rank 0 reports the metric to the
+    study; when its pruner says stop, every rank stops there as EarlyStopping stops them, and
+    training ends cleanly (last.ckpt at that step, the logs kept)."""
+
+    def __init__(self, trial: Trial) -> None:
+        self.trial = trial
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k == self.trial.metric}
+        stop = trainer.is_global_zero and self.trial.report(metrics, trainer.global_step, trainer.current_epoch)
+        if trainer.strategy.broadcast(stop, src=0):
+            trainer.should_stop = True
+
+
 def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: pl.LightningModule,
-                   gpus: list[int] | None) -> dict[str, Any]:
+                   gpus: list[int] | None, trial: Trial | None = None) -> dict[str, Any]:
     """pl.Trainer arguments: trainer_params plus torchx's loggers, checkpointing and callbacks."""
     params = distributed.with_timeout(cfg, build.apply_gpus(cfg, gpus)["trainer_params"])
     logger = BaseLogger(run.dir)
@@ -54,6 +72,8 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: p
     cbs: list[pl.Callback] = [logger, TorchxState(cfg), PreemptionCheckpoint(run.ckpt_dir), *user]
     if distributed.exact(cfg, params):
         cbs.append(distributed.ExactAllReduce())
+    if trial is not None:
+        cbs.append(ReportToTrial(trial))
     # torchx's bar steps aside for a progress bar of the user's own (Lightning allows one)
     if params.get("enable_progress_bar", True) and not any(isinstance(cb, LightningProgressBar) for cb in user):
         cbs.append(ProgressBar(logger.report) if interactive() else PlainProgress(logger.report, plain_every_s()))
@@ -129,8 +149,9 @@ def train(args: argparse.Namespace, run: Run) -> int:
         run.data_record = build.data_record(cfg, data)
     if run.ckpt is not None:
         check_fits(run.ckpt, wrapper.state_dict(), run.ckpt_path)
+    trial = from_environment()
     with held_lightning_info() as print_info:
-        kwargs = trainer_kwargs(cfg, run, data, wrapper, args.gpus)
+        kwargs = trainer_kwargs(cfg, run, data, wrapper, args.gpus, trial)
         trainer = make_trainer(cfg, kwargs)
     check_val_batches(cfg, data, trainer)
     build.count_each_sample_once(data, trainer)
@@ -146,12 +167,13 @@ def train(args: argparse.Namespace, run: Run) -> int:
     flag = next(cb.flag for cb in kwargs["callbacks"] if isinstance(cb, PreemptionCheckpoint))
     flag.install()
     try:
-        return fit_and_test(run, trainer, wrapper, data)
+        return fit_and_test(run, trainer, wrapper, data, trial)
     finally:
         flag.uninstall()
 
 
-def fit_and_test(run: Run, trainer: pl.Trainer, wrapper: pl.LightningModule, data: pl.LightningDataModule) -> int:
+def fit_and_test(run: Run, trainer: pl.Trainer, wrapper: pl.LightningModule, data: pl.LightningDataModule,
+                 trial: Trial | None) -> int:
     try:
         trainer.fit(wrapper, datamodule=data, ckpt_path=str(run.ckpt_path) if run.ckpt_path else None,
                     weights_only=not run.trust_checkpoint)
@@ -185,7 +207,10 @@ def fit_and_test(run: Run, trainer: pl.Trainer, wrapper: pl.LightningModule, dat
         if ckpt.best_model_score is not None:
             results["best_model_score"] = float(ckpt.best_model_score)
     skipped = build.why_untested(data, wrapper)
-    if skipped:
+    if trial is not None and trial.pruned:
+        results["pruned"] = trial.pruned
+        print(trial.message())
+    elif skipped:
         print(f"test: skipped, {skipped}")
     else:
         best = results.get("best_model_path")

@@ -52,6 +52,7 @@ from torchx.precision import STATE_KEY as PRECISION_KEY
 from torchx.precision import SUPPORTED as PRECISIONS
 from torchx.precision import Precision, compile_model, unified
 from torchx.run import Run, check_fits, claim
+from torchx.trial import Trial, from_environment
 
 # trainer_params the plain loop honours; `IGNORED` ones change nothing about the results here.
 SUPPORTED = {"max_epochs", "max_steps", "limit_train_batches", "limit_val_batches", "limit_test_batches",
@@ -148,6 +149,7 @@ class State:
     in_step: bool = False  # after a batch that stepped, until the next one
     resumed_log_step: int | None = None  # the checkpoint's logging step, until a batch runs after resuming
     restarting: bool = False  # resumed from a checkpoint, and its first epoch has not ended yet
+    stop: bool = False  # stop training now, as pl.Trainer's should_stop (a search trial pruned)
 
 
 def dry_check(args: argparse.Namespace, run: Run, data: Any, wrapper: pl.LightningModule) -> None:
@@ -196,8 +198,9 @@ def train(args: argparse.Namespace, run: Run) -> int:
     progress = Progress(EpochReport(run.dir / "log.txt"), settings.progress_bar)
     claim(run)
     logs = Logs(run, wrapper, build.csv_columns(data, wrapper))
+    trial = from_environment()
     try:
-        fit(wrapper, data, optimizer, scheds, settings, state, ckpts, logs, progress, device)
+        fit(wrapper, data, optimizer, scheds, settings, state, ckpts, logs, progress, device, trial)
     except Preempted as e:
         logs.close()
         print(f"preempted: {e}", file=sys.stderr)
@@ -207,7 +210,11 @@ def train(args: argparse.Namespace, run: Run) -> int:
         print(f"stopped: {e} at step {state.step} (epoch {state.epoch}); the checkpoints in {ckpts.dir} are "
               f"from before it. Set train_wrapper.args.nonfinite_loss=skip to skip such batches", file=sys.stderr)
         return EXIT_NONFINITE
-    results = test(wrapper, data, settings, state, ckpts, logs, device)
+    if trial is not None and trial.pruned:
+        results = {**fit_results(state, ckpts), "pruned": trial.pruned}
+        print(trial.message())
+    else:
+        results = test(wrapper, data, settings, state, ckpts, logs, device)
     logs.close()
     (run.dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print("final: " + json.dumps(results))
@@ -232,10 +239,11 @@ def check_wrapper(wrapper: pl.LightningModule, name: str) -> None:
 
 
 def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpts: Checkpoints,
-        logs: Logs, progress: Progress, device: torch.device) -> None:
+        logs: Logs, progress: Progress, device: torch.device, trial: Trial | None = None) -> None:
     """Epochs of training batches; after each batch, what pl.Trainer does there: preemption and step
     checkpoints (its callbacks' on_train_batch_end), validation when due (val_check_interval,
-    check_val_every_n_epoch), checkpoints after it, ReduceLROnPlateau of interval step."""
+    check_val_every_n_epoch), checkpoints after it, ReduceLROnPlateau of interval step. A search
+    `trial` gets the metric after each validation; when its pruner says so, training stops there."""
     train_loader = data.train_dataloader()
     per_epoch = settings.batches("train", len(train_loader))
     # a data module of the user's may have no val_dataloader: then there is no validation, as under pl.Trainer
@@ -273,6 +281,8 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
             logs.log(metrics, state.epoch, state.step - 1 if stepped else state.step)
             logs.flush()  # on disk before a checkpoint: a kill cannot lose them
             ckpts.on_validation_end(wrapper, optimizer, scheds, state, seen)
+            if trial is not None and trial.report(seen, state.step, state.epoch):
+                state.stop = True  # this epoch ends after this batch, as pl.Trainer's should_stop ends it
             if last or settings.max_steps != -1 and state.step >= settings.max_steps:
                 validated = validation_metrics(seen)  # the epoch ends here: its line shows them
             else:
@@ -313,7 +323,7 @@ def saves_on_epoch_end(settings: Settings, n_val: int) -> bool:
 
 
 def done(settings: Settings, state: State) -> bool:
-    return (settings.max_steps != -1 and state.step >= settings.max_steps) or \
+    return state.stop or (settings.max_steps != -1 and state.step >= settings.max_steps) or \
         (settings.max_epochs != -1 and state.epoch >= settings.max_epochs)
 
 
@@ -332,7 +342,7 @@ def train_epoch(wrapper, loader, n_batches: int, optimizer, scheds, settings: Se
         state.epoch_steps = state.epoch_sched_steps = state.val_batches = 0
     progress.start_epoch(state, settings, n_batches)
     for batch_idx, batch in enumerate(loader, start=state.in_epoch):
-        if batch_idx >= n_batches or (settings.max_steps != -1 and state.step >= settings.max_steps):
+        if batch_idx >= n_batches or state.stop or (settings.max_steps != -1 and state.step >= settings.max_steps):
             break
         batch = to_device(batch, device, data, wrapper)
         with precision.autocast():
@@ -481,14 +491,20 @@ def to_device(batch: Any, device: torch.device, data: Any = None, wrapper: Any =
     return batch
 
 
-def test(wrapper, data, settings: Settings, state: State, ckpts: Checkpoints, logs: Logs,
-         device: torch.device) -> dict[str, Any]:
-    """Test with the best checkpoint (else the last weights) when the data module has a test set."""
+def fit_results(state: State, ckpts: Checkpoints) -> dict[str, Any]:
+    """results.json's account of training: epochs, steps, the best checkpoint and its score."""
     results: dict[str, Any] = {"epochs": state.epoch, "global_step": state.step}
     if ckpts.best_path:
         results["best_model_path"] = str(ckpts.best_path)
         if ckpts.best_score is not None:
             results["best_model_score"] = ckpts.best_score
+    return results
+
+
+def test(wrapper, data, settings: Settings, state: State, ckpts: Checkpoints, logs: Logs,
+         device: torch.device) -> dict[str, Any]:
+    """Test with the best checkpoint (else the last weights) when the data module has a test set."""
+    results = fit_results(state, ckpts)
     skipped = build.why_untested(data, wrapper)
     if skipped:
         print(f"test: skipped, {skipped}")

@@ -58,8 +58,10 @@ def plot(paths: list[str], metrics: list[str] | None, out: str, x: str = "auto")
         raise ConfigError("these runs have logged no metrics yet")
     ends = {run: _epoch_ends(rows) for run, rows in runs.items()}
     x = axis(x, list(ends.values()))
-    cols = min(3, len(names))
-    rows = math.ceil(len(names) / cols)
+    searches = [s for s in (search_trials(Path(q)) for q in paths) if s is not None]
+    extra = sum(1 + len(s["space"]) for s in searches)
+    cols = min(3, len(names) + extra)
+    rows = math.ceil((len(names) + extra) / cols)
     fig, axes = plt.subplots(rows, cols, squeeze=False, dpi=DPI, layout="constrained",
                              figsize=(PANEL_INCHES[0] * cols, PANEL_INCHES[1] * rows))
     labels = _labels(list(runs))
@@ -73,7 +75,10 @@ def plot(paths: list[str], metrics: list[str] | None, out: str, x: str = "auto")
         ax.set_title(metric)
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(names):]:
+    free = list(axes.flat)[len(names):]
+    for s in searches:
+        free = draw_search(free, s)
+    for ax in free:
         ax.axis("off")
     handles = [Line2D([], [], color=c, marker="o", markersize=3, label=label) for c, label in zip(colors, labels)]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8, frameon=False)
@@ -219,6 +224,65 @@ def _x(row: dict, ends: dict[int, float]) -> float:
         return float(e)  # after training: the test row, at the number of epochs trained
     start, end = ends.get(e - 1, -1.0), ends[e]
     return e + (min(max((row["step"] - start) / (end - start), 0.0), 1.0) if end > start else 1.0)
+
+
+def search_trials(folder: Path) -> dict | None:
+    """A search session's trials: (number, {label: value}, objective, state), its space and metric;
+    None for any other folder."""
+    from torchx.session.document import SESSION_FILE, read_document
+    from torchx.session.summary import group, summarize
+
+    if not (folder / SESSION_FILE).is_file():
+        return None
+    try:
+        doc = read_document(folder)
+    except ConfigError:
+        return None
+    search = doc.get("search")
+    if not search:
+        return None
+    objective = (search["metric"], "max" if search["direction"] == "maximize" else "min")
+    entries = doc["experiments"]
+    units = group(entries, [summarize(folder, e, objective) for e in entries])
+    trials = [(u["trial"], u["params"], u["value"] if u["state"] == "done" else (u["pruned"] or {}).get("value"),
+               u["state"]) for u in units if u["trial"] is not None]
+    return {"trials": sorted(trials, key=lambda t: t[0]), "space": doc.get("space") or [], "metric": search["metric"],
+            "mode": objective[1], "name": folder.name}
+
+
+def draw_search(free: list, s: dict) -> list:
+    """The objective of each trial (pruned ones at their last value, in grey) with the best so far,
+    then each search parameter against the objective; into the first free panels. Returns the rest."""
+    done = [(n, p, v) for n, p, v, state in s["trials"] if state == "done" and v is not None]
+    pruned = [(n, p, v) for n, p, v, state in s["trials"] if state == "pruned" and v is not None]
+    ax, free = free[0], free[1:]
+    if done:
+        ax.plot([n for n, _, _ in done], [v for _, _, v in done], "o", color="C0", label="done")
+        best, line = None, []
+        for n, _, v in done:
+            best = v if best is None else (max if s["mode"] == "max" else min)(best, v)
+            line.append((n, best))
+        last = max(n for n, _, _, _ in s["trials"])
+        line.append((last, best))  # the best found holds to the last trial, pruned ones included
+        ax.step(*zip(*line), where="post", color="C1", label="best so far")
+    if pruned:
+        ax.plot([n for n, _, _ in pruned], [v for _, _, v in pruned], "x", color="0.5", label="pruned (last value)")
+    ax.set_title(f"{s['name']}: {s['metric']} per trial")
+    ax.set_xlabel("trial")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    for d in s["space"]:
+        ax, free = free[0], free[1:]
+        for group, style, color in ((done, "o", "C0"), (pruned, "x", "0.5")):
+            pts = [(p.get(d["label"]), v) for _, p, v in group if p.get(d["label"]) is not None]
+            if pts:
+                ax.plot(*zip(*pts), style, color=color)
+        if "loguniform" in d:
+            ax.set_xscale("log")
+        ax.set_title(f"{s['metric']} against {d['label']}")
+        ax.set_xlabel(d["label"])
+        ax.grid(alpha=0.3)
+    return free
 
 
 def _session_order(folder: Path) -> dict[str, int]:

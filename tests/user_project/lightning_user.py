@@ -142,3 +142,18 @@ class LineBar(ProgressBar):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.enabled:
             print(f"line_bar: epoch {trainer.current_epoch} done at step {trainer.global_step}", flush=True)
+
+
+@datasets.register("digits_folds")
+class DigitsFolds(DigitsTrainVal):
+    """The same, cut into folds by hand as a user would for cross-validation: every `folds`-th digit
+    from the `fold`-th on validates, the rest trains."""
+
+    def __init__(self, batch_size: int = 64, fold: int = 0, folds: int = 5) -> None:
+        super().__init__(batch_size=batch_size)
+        self.fold, self.folds = fold, folds
+
+    def setup(self, stage: str) -> None:
+        x, y = _digits(False)
+        val = torch.arange(len(y)) % self.folds == self.fold
+        self.train_set, self.val_set = TensorDataset(x[~val], y[~val]), TensorDataset(x[val], y[val])

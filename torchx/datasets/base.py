@@ -152,6 +152,10 @@ class TensorDataModule(pl.LightningDataModule):
     `load()` returns {'train': (images, labels), 'test': (images, labels)} with images a uint8
     tensor [N, C, H, W] and labels int64 [N]; 'test' is optional. The validation set is the
     last `val_split` of a fixed permutation of train (a count if >= 1, else a fraction).
+
+    With `folds` (k-fold cross-validation, see `fold_indices`) the train split is cut into that
+    many folds, stratified by class; fold `fold` is the validation set, the others train, and
+    val_split is not used. The test split is untouched.
     """
 
     mean: float = 0.5
@@ -162,8 +166,11 @@ class TensorDataModule(pl.LightningDataModule):
                  pin_memory: bool = False, shuffle: bool = True, drop_last: bool = False,
                  split_seed: int = 0, eval_batch_size: int | None = None,
                  mean: float | None = None, std: float | None = None,
-                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None) -> None:
+                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None,
+                 fold: int | None = None, folds: int | None = None, fold_seed: int = 0) -> None:
         super().__init__()
+        check_folds(fold, folds, fold_seed)
+        self.fold, self.folds, self.fold_seed = fold, folds, fold_seed
         if mean is not None:
             self.mean = mean  # e.g. mean 0.5, std 0.5 maps pixels to [-1, 1] for a tanh generator
         if std is not None:
@@ -255,12 +262,16 @@ class TensorDataModule(pl.LightningDataModule):
             return
         data = self.load()
         images, labels = data["train"]
-        n_val = int(self.val_split) if self.val_split >= 1 else int(round(len(labels) * self.val_split))
-        if not 0 <= n_val < len(labels):
-            raise ConfigError(f"val_split={self.val_split} leaves no training data "
-                              f"({len(labels)} training samples)")
-        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
-        train_idx, val_idx = perm[: len(labels) - n_val], perm[len(labels) - n_val:]
+        if self.folds is not None:
+            train_idx, val_idx = fold_indices(labels, self.folds, self.fold, self.fold_seed)
+        else:
+            n_val = int(self.val_split) if self.val_split >= 1 else int(round(len(labels) * self.val_split))
+            if not 0 <= n_val < len(labels):
+                raise ConfigError(f"val_split={self.val_split} leaves no training data "
+                                  f"({len(labels)} training samples)")
+            perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
+            train_idx, val_idx = perm[: len(labels) - n_val], perm[len(labels) - n_val:]
+        n_val = len(val_idx)
         self.splits["train"] = (images[train_idx], labels[train_idx])
         if n_val:
             self.splits["val"] = (images[val_idx], labels[val_idx])
@@ -310,6 +321,35 @@ class TensorDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader | list:
         return self._loader("test", train=False) if "test" in self.splits else []
+
+
+def check_folds(fold: Any, folds: Any, fold_seed: Any) -> None:
+    """`fold` and `folds` come together: folds >= 2 and 0 <= fold < folds."""
+    if folds is None and fold is None:
+        return
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
+        raise ConfigError(f"folds={folds!r}: k-fold cross-validation needs a whole number of folds >= 2 (with fold, "
+                          f"the one to validate on)")
+    if not isinstance(fold, int) or isinstance(fold, bool) or not 0 <= fold < folds:
+        raise ConfigError(f"fold={fold!r} is not a fold of folds={folds}; give a whole number from 0 to {folds - 1}")
+    if not isinstance(fold_seed, int) or isinstance(fold_seed, bool) or fold_seed < 0:
+        raise ConfigError(f"fold_seed={fold_seed!r} must be a non-negative integer")
+
+
+def fold_indices(labels: Any, folds: int, fold: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) indices of fold `fold` of `folds`: the samples are shuffled by `seed`
+    and dealt to the folds in turn, class after class when there are integer class labels (so each
+    fold has each class in proportion), else all together. Fold sizes differ by one at most."""
+    n = len(labels)
+    if folds > n:
+        raise ConfigError(f"folds={folds} is more than the {n} training samples; use at most {n} folds")
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=g)
+    if isinstance(labels, torch.Tensor) and labels.dim() == 1 and not labels.is_floating_point():
+        order = order[torch.sort(labels[order], stable=True).indices]  # shuffled within each class
+    assigned = torch.empty(n, dtype=torch.long)
+    assigned[order] = torch.arange(n) % folds
+    return torch.nonzero(assigned != fold).flatten(), torch.nonzero(assigned == fold).flatten()
 
 
 class FileDataModule(TensorDataModule):

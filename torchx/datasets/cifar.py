@@ -167,11 +167,13 @@ class CIFAR10(FileDataModule):
                  shuffle: bool = True, drop_last: bool = False, split_seed: int = 0,
                  eval_batch_size: int | None = None, mean: float | None = None,
                  std: float | None = None,
-                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None) -> None:
+                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None,
+                 fold: int | None = None, folds: int | None = None, fold_seed: int = 0) -> None:
         super().__init__(root_dir=root_dir, download=download, batch_size=batch_size, num_workers=num_workers,
                          val_split=val_split, pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
                          split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std,
-                         train_transforms=train_transforms, eval_transforms=eval_transforms)
+                         train_transforms=train_transforms, eval_transforms=eval_transforms,
+                         fold=fold, folds=folds, fold_seed=fold_seed)
 
     @property
     def release(self) -> Any:
@@ -246,13 +248,15 @@ class CIFAR100(CIFAR10):
                  shuffle: bool = True, drop_last: bool = False, split_seed: int = 0,
                  eval_batch_size: int | None = None, mean: float | None = None,
                  std: float | None = None,
-                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None) -> None:
+                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None,
+                 fold: int | None = None, folds: int | None = None, fold_seed: int = 0) -> None:
         if label not in ("fine", "coarse"):
             raise ConfigError(f"label must be 'fine' (100 classes) or 'coarse' (20 superclasses), got {label!r}")
         super().__init__(root_dir=root_dir, batch_size=batch_size, num_workers=num_workers, val_split=val_split,
                          pin_memory=pin_memory, download=download, shuffle=shuffle, drop_last=drop_last,
                          split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std,
-                         train_transforms=train_transforms, eval_transforms=eval_transforms)
+                         train_transforms=train_transforms, eval_transforms=eval_transforms,
+                         fold=fold, folds=folds, fold_seed=fold_seed)
         self.label = label
         self.label_key = f"{label}_labels".encode()
         self.num_classes = self.label_keys[self.label_key]

@@ -218,7 +218,8 @@ class ClutteredMNIST(FileDataModule):
                  val_split: float = 5000, pin_memory: bool = False, shuffle: bool = True,
                  drop_last: bool = False, split_seed: int = 0, eval_batch_size: int | None = None,
                  mean: float | None = None, std: float | None = None,
-                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None) -> None:
+                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None,
+                 fold: int | None = None, folds: int | None = None, fold_seed: int = 0) -> None:
         size = _pair(canvas)
         if size is None or min(size) < DIGIT:
             raise ConfigError(f"canvas={canvas!r} is not a canvas an MNIST digit fits on; it must be an int or "
@@ -238,7 +239,8 @@ class ClutteredMNIST(FileDataModule):
         super().__init__(root_dir=root_dir, download=download, batch_size=batch_size, num_workers=num_workers,
                          val_split=val_split, pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
                          split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std,
-                         train_transforms=train_transforms, eval_transforms=eval_transforms)
+                         train_transforms=train_transforms, eval_transforms=eval_transforms,
+                         fold=fold, folds=folds, fold_seed=fold_seed)
         self.source = MNIST(root_dir=mnist_dir, download=download)
         self.source.root_arg = "mnist_dir"  # its messages point at the argument that names its folder here
         self.canvas, self.fragment, self.n_clutter, self.data_seed = size, frag, n_clutter, data_seed

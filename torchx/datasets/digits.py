@@ -22,11 +22,13 @@ class Digits(TensorDataModule):
                  test_split: int = 297, pin_memory: bool = False, shuffle: bool = True,
                  drop_last: bool = False, split_seed: int = 0, eval_batch_size: int | None = None,
                  mean: float | None = None, std: float | None = None,
-                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None) -> None:
+                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None,
+                 fold: int | None = None, folds: int | None = None, fold_seed: int = 0) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, val_split=val_split,
                          pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
                          split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std,
-                         train_transforms=train_transforms, eval_transforms=eval_transforms)
+                         train_transforms=train_transforms, eval_transforms=eval_transforms,
+                         fold=fold, folds=folds, fold_seed=fold_seed)
         # checked here, so a bad value is named before any data is read, not blamed on val_split later
         valid = f"it must be a whole number of digits from 0 to {N_DIGITS - 1} (at least one is left for training)"
         if not isinstance(test_split, int) or isinstance(test_split, bool):

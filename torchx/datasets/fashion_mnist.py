@@ -68,11 +68,13 @@ class FashionMNIST(MNIST):
                  shuffle: bool = True, drop_last: bool = False, split_seed: int = 0,
                  eval_batch_size: int | None = None, mean: float | None = None,
                  std: float | None = None,
-                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None) -> None:
+                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None,
+                 fold: int | None = None, folds: int | None = None, fold_seed: int = 0) -> None:
         super().__init__(root_dir=root_dir, batch_size=batch_size, num_workers=num_workers, val_split=val_split,
                          pin_memory=pin_memory, download=download, shuffle=shuffle, drop_last=drop_last,
                          split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std,
-                         train_transforms=train_transforms, eval_transforms=eval_transforms)
+                         train_transforms=train_transforms, eval_transforms=eval_transforms,
+                         fold=fold, folds=folds, fold_seed=fold_seed)
 
     def find(self, stem: str) -> Path | None:
         return find(self.root_dir, stem)

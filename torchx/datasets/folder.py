@@ -206,12 +206,14 @@ class ImageFolder(TensorDataModule):
                  in_memory: bool | Literal["auto"] = "auto", memory_limit_mb: float = 2048,
                  pin_memory: bool = False, shuffle: bool = True, drop_last: bool = False, split_seed: int = 0,
                  eval_batch_size: int | None = None, mean: float | None = None, std: float | None = None,
-                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None) -> None:
+                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None,
+                 fold: int | None = None, folds: int | None = None, fold_seed: int = 0) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers,
                          val_split=0.1 if val_split is None else val_split, pin_memory=pin_memory,
                          shuffle=shuffle, drop_last=drop_last, split_seed=split_seed,
                          eval_batch_size=eval_batch_size, mean=mean, std=std,
-                         train_transforms=train_transforms, eval_transforms=eval_transforms)
+                         train_transforms=train_transforms, eval_transforms=eval_transforms,
+                         fold=fold, folds=folds, fold_seed=fold_seed)
         if test_split is not None and (isinstance(test_split, bool) or not isinstance(test_split, (int, float))
                                        or not test_split >= 0):
             raise ConfigError(f"test_split must be a count (>= 1) or a fraction in [0, 1), got {test_split!r}")
@@ -430,6 +432,11 @@ class ImageFolder(TensorDataModule):
         if self.splits:
             return
         super().setup(stage)
+        if self._val_folder is not None and self.folds is not None:
+            self.splits.clear()
+            raise ConfigError(f"'{self.root_dir}' has a val/ folder, and folds={self.folds} would validate on fold "
+                              f"{self.fold} of train/ instead; remove val/ (or move its images into train/) to "
+                              f"cross-validate, or drop folds")
         if self._val_folder is not None:
             self.splits["val"] = self._val_folder
         if not self.stored_in_memory:

@@ -17,11 +17,13 @@ class Synthetic(TensorDataModule):
                  pin_memory: bool = False, shuffle: bool = True, drop_last: bool = False, split_seed: int = 0,
                  eval_batch_size: int | None = None, mean: float | None = None,
                  std: float | None = None, data_seed: int = 0,
-                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None) -> None:
+                 train_transforms: list[dict] | None = None, eval_transforms: list[dict] | None = None,
+                 fold: int | None = None, folds: int | None = None, fold_seed: int = 0) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, val_split=val_split,
                          pin_memory=pin_memory, shuffle=shuffle, drop_last=drop_last,
                          split_seed=split_seed, eval_batch_size=eval_batch_size, mean=mean, std=std,
-                         train_transforms=train_transforms, eval_transforms=eval_transforms)
+                         train_transforms=train_transforms, eval_transforms=eval_transforms,
+                         fold=fold, folds=folds, fold_seed=fold_seed)
         self.n_train, self.n_test, self.shape = n_train, n_test, tuple(shape)
         self.num_classes, self.data_seed = num_classes, data_seed
         self.in_channels = self.shape[0]
