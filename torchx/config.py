@@ -50,6 +50,9 @@ TOP_LEVEL_KEYS = {
     "checkpoint": "keyword arguments of pl.callbacks.ModelCheckpoint",
     "callbacks": "list of callback specs (callbacks registry)",
     "metrics": "list of metric specs (torchmetrics by snake_case name, or the metrics registry)",
+    "loggers": "list of tracker specs (loggers registry: mlflow, wandb, comet, sacred); TensorBoard and "
+               "metrics.csv are always on",
+    "system_metrics": "{every_s: N}: CPU, memory and GPU figures every N seconds to every logger",
 }
 REQUIRED_KEYS = ("data_module", "train_wrapper")
 
@@ -1024,11 +1027,15 @@ def check(cfg: dict, config_file: str | os.PathLike | None = None) -> None:
     for i, spec in enumerate(callbacks):
         _check_spec(spec, f"callbacks.{i}", spec_registry("callbacks"), hint)
     _check_kwargs(cfg.get("trainer_params"), "trainer_params", _trainer_class,
-                  reserved={"logger": "torchx sets the TensorBoard logger itself",
+                  reserved={"logger": "torchx sets the loggers itself (TensorBoard and metrics.csv, and the config's "
+                                      "`loggers:` list)",
                             "default_root_dir": "the run directory is --save-dir/--name"}, hint=hint)
     _check_trainer_types(cfg.get("trainer_params") or {})
     _check_kwargs(cfg.get("checkpoint"), "checkpoint", _checkpoint_class,
                   reserved={"dirpath": "checkpoints always go to <run dir>/ckpt"}, hint=hint)
+    from torchx import loggers  # the trackers' names, packages and arguments
+
+    loggers.check(cfg)
 
 
 def _check_spec(spec: Any, where: str, registry: Registry, hint: Hint = _no_hint) -> None:

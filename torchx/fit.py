@@ -18,7 +18,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.connectors.data_connector import _parse_num_batches
 from pytorch_lightning.trainer.states import RunningStage
 
-from torchx import build, checks
+from torchx import build, checks, loggers
 from torchx.callbacks.base_logger import BaseLogger, PlainProgress, ProgressBar, interactive, plain_every_s
 from torchx.checkpoint import (
     EXIT_NONFINITE,
@@ -30,9 +30,10 @@ from torchx.checkpoint import (
     TorchxState,
 )
 from torchx.config import check_val_interval
-from torchx.csvlog import CSVLogger
 from torchx.datasets.base import TensorDataModule
 from torchx.errors import NonFiniteLoss, first_line
+from torchx.loggers import system
+from torchx.loggers.csvlog import CSVLogger
 from torchx.run import Run, check_fits, claim, is_rank_zero, run_args
 
 PROG = "train_pl.py"
@@ -45,12 +46,16 @@ _lightning_log.addFilter(lambda record: "litlogger" not in record.getMessage()) 
 
 
 def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: pl.LightningModule,
-                   gpus: list[int] | None) -> dict[str, Any]:
-    """pl.Trainer arguments: trainer_params plus torchx's loggers, checkpointing and callbacks."""
+                   gpus: list[int] | None, trackers: list[Any] = ()) -> dict[str, Any]:
+    """pl.Trainer arguments: trainer_params plus torchx's loggers (TensorBoard, metrics.csv and the
+    config's `loggers:`), checkpointing and callbacks."""
     params = build.apply_gpus(cfg, gpus)["trainer_params"]
     logger = BaseLogger(run.dir)
     user = build.user_callbacks(cfg)
     cbs: list[pl.Callback] = [logger, TorchxState(cfg), PreemptionCheckpoint(run.ckpt_dir), *user]
+    sampler = system.make(cfg)
+    if sampler is not None:
+        cbs.append(system.lightning_callback(sampler))
     # torchx's bar steps aside for a progress bar of the user's own (Lightning allows one)
     if params.get("enable_progress_bar", True) and not any(isinstance(cb, LightningProgressBar) for cb in user):
         cbs.append(ProgressBar(logger.report) if interactive() else PlainProgress(logger.report, plain_every_s()))
@@ -61,7 +66,7 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: p
     tensorboard = TensorBoardLogger(save_dir=run.dir, name="default", version=0, default_hp_metric=False,
                                     purge_step=run.resume_step)
     csv = CSVLogger(run.dir / "metrics.csv", build.csv_columns(data, wrapper), drop_from=run.resume_step)
-    kwargs = {"logger": [tensorboard, csv],
+    kwargs = {"logger": [tensorboard, csv, *trackers],
               "log_every_n_steps": 50, **params, "callbacks": cbs,
               "plugins": [AtomicCheckpointIO(), *(params.get("plugins") or [])]}
     if isinstance(data, TensorDataModule):
@@ -126,12 +131,26 @@ def train(args: argparse.Namespace, run: Run) -> int:
         run.data_record = build.data_record(cfg, data)
     if run.ckpt is not None:
         check_fits(run.ckpt, wrapper.state_dict(), run.ckpt_path)
+    trackers = loggers.build(cfg)
     with held_lightning_info() as print_info:
-        trainer = make_trainer(cfg, trainer_kwargs(cfg, run, data, wrapper, args.gpus))
+        trainer = make_trainer(cfg, trainer_kwargs(cfg, run, data, wrapper, args.gpus, trackers))
     check_val_batches(cfg, data, trainer)
     build.count_each_sample_once(data, trainer)
     claim(run)
     print_info()
+    if is_rank_zero():
+        loggers.start(trackers, run, PROG)
+    status = "FAILED"  # what the trackers are told if anything below raises
+    try:
+        code = fit_and_test(run, data, wrapper, trainer)
+        status = "FINISHED" if code == 0 else "KILLED" if code in (EXIT_PREEMPTED, 130) else "FAILED"
+        return code
+    finally:
+        loggers.finish(trackers, status)
+
+
+def fit_and_test(run: Run, data: pl.LightningDataModule, wrapper: pl.LightningModule, trainer: pl.Trainer) -> int:
+    """trainer.fit, then test with the best checkpoint; writes results.json. Returns the exit status."""
     for noise in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*",
                   ".*exists and is not empty.*", ".*but have no `validation_step`.*"):
         warnings.filterwarnings("ignore", message=noise)  # advice that does not apply to in-memory data
