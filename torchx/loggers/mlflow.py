@@ -8,9 +8,9 @@ experiments of a session are children of one parent run named after the session 
 nested runs), in the same MLflow experiment as single runs.
 
 Writes go through the Tracker's thread in batches (MlflowClient.log_batch, up to 1000 metrics a
-call). HTTP requests to a server are retried 3 times with 1 s backoff (MLflow's own retries,
+call). HTTP requests to a server are retried twice with 1 s backoff (MLflow's own retries,
 unless MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR / _TIMEOUT are set), so a dead server
-is given up within about 20 s instead of MLflow's default of minutes.
+is given up within seconds instead of MLflow's default of minutes.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from torchx.loggers.base import Tracker
 from torchx.loggers.context import TRACKING_FILE, locked, read_json, update_json
 
 SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 MAX_PARAMS = 100  # ... and of params or tags

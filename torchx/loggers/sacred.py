@@ -81,6 +81,7 @@ class Sacred(Tracker):
         started = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
         args = (self._ex_info(), ctx.entry, get_host_info(), started, ctx.config,
                 {"command": ctx.entry, "comment": ctx.name, "options": {}})
+        warnings.filterwarnings("ignore", module="sacred")  # SQLAlchemy 2 notices inside Sacred's own code
         if files is not None:
             if run_id is not None and (Path(files.basedir) / str(run_id) / "run.json").is_file():
                 reopen_files(files, str(run_id), ctx.config)

@@ -11,8 +11,10 @@ run's step). W&B's own system sampling is off: `system_metrics` is torchx's.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,7 @@ class WandB(Tracker):
                   if k in ("torchx.session", "torchx.experiment", "torchx.host", "torchx.git_commit")]
         settings = wandb.Settings(console="off", x_disable_stats=True, silent=True, disable_git=False)
         self.run = wandb.init(project=self.project, entity=self.entity, dir=str(folder),
-                              id=run_id or wandb.util.generate_id(), resume="allow", name=ctx.name,
+                              id=run_id or uuid.uuid4().hex[:16], resume="allow", name=ctx.name,
                               group=ctx.session, job_type=ctx.entry,
                               tags=[*labels, *self.tags], config={**ctx.params(), **ctx.tags()},
                               allow_val_change=True, mode=self.mode, settings=settings, reinit="create_new")
@@ -90,7 +92,10 @@ class WandB(Tracker):
             self.run.log(row, step=step)
 
     def artifact(self, path: Path, folder: str = "") -> None:
-        self.run.save(str(path), base_path=str(path.parent), policy="now")
+        """A copy in the run's files folder, which W&B uploads (offline: on `wandb sync`)."""
+        target = Path(self.run.dir) / folder / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
 
     def finish(self, status: str) -> None:
         self.run.finish(exit_code=0 if status == "FINISHED" else 1)
