@@ -317,7 +317,8 @@ def test_sigkill_then_resume_with_the_other_loop_appends_to_the_same_run(tmp_pat
     cfg = faulty(tracked({"name": "mlflow", "args": {"flush_every_s": 0.1}}, max_epochs=3, log_every_n_steps=1))
     path = write_config(tmp_path / "c.yaml", cfg)
     with_store(tmp_path / "save", empty_store)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(USER)]), "FAULT_KILL_AT": "8"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(USER)]), "FAULT_KILL_AT": "8",
+           "FAULT_WAIT_AT": "8", "FAULT_WAIT_FOR": str(tmp_path / "save" / "r" / "tracking.json")}
     done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(path), "--save-dir", "save",
                            "--name", "r"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]

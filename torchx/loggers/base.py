@@ -33,6 +33,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torchx.errors import ConfigError, first_line
 from torchx.loggers.context import Context
 
+Row = tuple[int, dict[str, float], int]  # (step, {metric: value}, wall time in ms when it was logged)
 STATUSES = ("FINISHED", "FAILED", "KILLED")  # how a run ends, in MLflow's words; each backend maps them
 CLOSE_TIMEOUT_S = 60.0  # how long the end of a run waits for a backend still sending
 
@@ -57,8 +58,9 @@ class Tracker(Logger):
         self.log_checkpoints, self.flush_every_s = log_checkpoints, float(flush_every_s)
         self.ctx: Context | None = None
         self.run_id: str | None = None
-        self._step: int | None = None  # the row being filled: its step and values
+        self._step: int | None = None  # the row being filled: its step, values and wall time (ms)
         self._row: dict[str, float] = {}
+        self._row_ms = 0
         self._worker: Worker | None = None
         self._last: dict[str, int] = {}  # per metric, the last step the backend holds (set on resume)
 
@@ -89,7 +91,7 @@ class Tracker(Logger):
         step = 0 if step is None else int(step)
         if step != self._step:
             self._queue_row()
-            self._step = step
+            self._step, self._row_ms = step, int(time.time() * 1000)
         self._row.update({k: float(v) for k, v in metrics.items() if not isinstance(v, str)})
 
     def finalize(self, status: str) -> None:
@@ -99,7 +101,7 @@ class Tracker(Logger):
 
     def _queue_row(self) -> None:
         if self._row and self._worker is not None:
-            self._worker.add_row(self._step, self._row)
+            self._worker.add_row(self._step, self._row, self._row_ms)
         self._row = {}
 
     # ---------------------------------------------------------------- torchx's side
@@ -133,13 +135,13 @@ class Tracker(Logger):
         for path in ctx.start_files():
             self.artifact(path)
 
-    def _send(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+    def _send(self, rows: list[Row]) -> None:
         kept = []
         floor = max(self._last.values(), default=-1) if self.one_counter else -1
-        for step, row in rows:
+        for step, row, ms in rows:
             fresh = {k: v for k, v in row.items() if step > max(self._last.get(k, -1), floor)}
             if fresh:
-                kept.append((step, fresh))
+                kept.append((step, fresh, ms))
         if kept:
             self.write(kept)
 
@@ -167,8 +169,8 @@ class Tracker(Logger):
         """Of a resumed run: per metric, the last step the backend holds."""
         return {}
 
-    def write(self, rows: list[tuple[int, dict[str, float]]]) -> None:
-        """Send rows of (step, {metric: value}), steps in the order they were logged."""
+    def write(self, rows: list[Row]) -> None:
+        """Send rows of (step, {metric: value}, wall time in ms when logged), in the order they were logged."""
         raise NotImplementedError
 
     def artifact(self, path: Path, folder: str = "") -> None:
@@ -196,7 +198,7 @@ class Worker:
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self.rows: list[tuple[int, dict[str, float]]] = []
+        self.rows: list[Row] = []
         self.lock = threading.Lock()
         self.failed = False
         self.begun = False  # rows wait until the first call (the start of the tracked run) has run
@@ -206,9 +208,9 @@ class Worker:
     def call(self, what: str, fn: Callable[..., None], *args: Any) -> None:
         self.jobs.put((what, fn, args))
 
-    def add_row(self, step: int, row: dict[str, float]) -> None:
+    def add_row(self, step: int, row: dict[str, float], ms: int) -> None:
         with self.lock:
-            self.rows.append((step, dict(row)))
+            self.rows.append((step, dict(row), ms))
 
     def stop(self, timeout: float) -> bool:
         self.jobs.put(None)

@@ -18,7 +18,7 @@ from typing import Any
 
 from torchx import loggers
 from torchx.errors import ConfigError
-from torchx.loggers.base import Tracker, say
+from torchx.loggers.base import Row, Tracker, say
 
 
 @loggers.register("comet")
@@ -79,8 +79,8 @@ class Comet(Tracker):
                 last[name] = max(last.get(name, -1), step)
         return last
 
-    def write(self, rows: list[tuple[int, dict[str, float]]]) -> None:
-        for step, row in rows:
+    def write(self, rows: list[Row]) -> None:
+        for step, row, _ in rows:
             self.exp.log_metrics(row, step=step)
 
     def artifact(self, path: Path, folder: str = "") -> None:

@@ -8,6 +8,7 @@ import fcntl
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class Context:
     resumes: int = 0
     git_commit: str | None = None
     host: str = field(default_factory=socket.gethostname)
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))  # when this start of the run began
 
     @property
     def name(self) -> str:

@@ -18,14 +18,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from torchx import loggers
 from torchx.errors import ConfigError
-from torchx.loggers.base import Tracker
+from torchx.loggers.base import Row, Tracker
 from torchx.loggers.context import TRACKING_FILE, locked, read_json, update_json
 
 SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
@@ -83,14 +82,16 @@ class MLflow(Tracker):
         for noisy in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..."
             logging.getLogger(noisy).setLevel(logging.WARNING)
         ctx, uri = self.ctx, self.uri()
-        self.client = MlflowClient(uri)
-        run_id = previous.get("run_id") if previous and previous.get("tracking_uri") == uri else None
-        if run_id is not None and self._alive(run_id):
-            self.client.update_run(run_id, status="RUNNING")
-            self._params(run_id, resumed=True)
-            return {**previous, "run_id": run_id}
-        # one process at a time creates the database, the experiment and a session's parent run
+        # one process at a time creates the database (MLflow's schema migrations cannot run twice at
+        # once), the experiment and a session's parent run
         with locked(ctx.save_root):
+            self.client = MlflowClient(uri)
+            self.client.search_experiments(max_results=1)  # creates the store's tables on first use
+            run_id = previous.get("run_id") if previous and previous.get("tracking_uri") == uri else None
+            if run_id is not None and self._alive(run_id):
+                self.client.update_run(run_id, status="RUNNING")
+                self._params(run_id, resumed=True)
+                return {**previous, "run_id": run_id}
             experiment_id = self._experiment()
             parent = self._parent(experiment_id) if ctx.session else None
         tags = {**ctx.tags(), **{str(k): str(v) for k, v in self.extra_tags.items()}}
@@ -98,7 +99,7 @@ class MLflow(Tracker):
             tags["mlflow.source.git.commit"] = ctx.git_commit
         if parent:
             tags["mlflow.parentRunId"] = parent
-        run = self.client.create_run(experiment_id, run_name=ctx.name, tags=tags)
+        run = self.client.create_run(experiment_id, start_time=ctx.started_ms, run_name=ctx.name, tags=tags)
         self._params(run.info.run_id, resumed=False)
         return {"run_id": run.info.run_id, "experiment_id": experiment_id, "tracking_uri": uri,
                 **({"parent_run_id": parent} if parent else {})}
@@ -116,7 +117,9 @@ class MLflow(Tracker):
         if found is not None and found.lifecycle_stage == "active":
             return found.experiment_id
         location = (self.ctx.save_root / "mlflow-artifacts").resolve().as_uri() if self._embedded() else None
-        return self.client.create_experiment(self.experiment_name, artifact_location=location)
+        # the kind tells MLflow's UI to open it on its training runs table rather than its GenAI overview
+        return self.client.create_experiment(self.experiment_name, artifact_location=location,
+                                             tags={"mlflow.experimentKind": "custom_model_development"})
 
     def _parent(self, experiment_id: str) -> str:
         """The session's parent run, made by the first of its experiments (recorded in the session's
@@ -127,7 +130,7 @@ class MLflow(Tracker):
             return entry["parent_run_id"]
         tags = {"torchx.session": ctx.session, "torchx.run_dir": str(ctx.session_dir.resolve()),
                 "torchx.host": ctx.host}
-        run = self.client.create_run(experiment_id, run_name=ctx.session, tags=tags)
+        run = self.client.create_run(experiment_id, start_time=ctx.started_ms, run_name=ctx.session, tags=tags)
         from mlflow.entities import Param
 
         grid = [Param(name_for_mlflow(f"sweep.{k}"), str(v)[:6000]) for k, v in _grid(ctx.session_dir).items()]
@@ -159,11 +162,10 @@ class MLflow(Tracker):
         return {key: max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=-1)
                 for key in run.data.metrics}
 
-    def write(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+    def write(self, rows: list[Row]) -> None:
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        metrics = [Metric(name_for_mlflow(k), v, now, step) for step, row in rows for k, v in row.items()]
+        metrics = [Metric(name_for_mlflow(k), v, ms, step) for step, row, ms in rows for k, v in row.items()]
         for i in range(0, len(metrics), MAX_BATCH):
             self.client.log_batch(self.run_id, metrics=metrics[i:i + MAX_BATCH])
 
@@ -172,6 +174,9 @@ class MLflow(Tracker):
 
     def finish(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status)
+        parent = (self.ctx.ids().get(self.backend) or {}).get("parent_run_id")
+        if parent:  # the session's run ends when its latest experiment does
+            self.client.set_terminated(parent, "FINISHED")
 
 
 def _grid(session_dir: Path) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from torchx import loggers
 from torchx.errors import ConfigError
-from torchx.loggers.base import Tracker
+from torchx.loggers.base import Row, Tracker
 
 SQL_REQUIREMENT = "sqlalchemy==2.1.9"
 
@@ -113,16 +113,17 @@ class Sacred(Tracker):
             return {}
         return {k: max(v.get("steps") or [-1]) for k, v in json.loads(path.read_text()).items()}
 
-    def write(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+    def write(self, rows: list[Row]) -> None:
         now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
         series: dict[str, dict[str, list]] = {}
         latest = self.info.setdefault("metrics", {})
-        for step, row in rows:
+        for step, row, ms in rows:
+            when = datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).replace(tzinfo=None)
             for k, v in row.items():
                 s = series.setdefault(k, {"values": [], "steps": [], "timestamps": []})
                 s["values"].append(v)
                 s["steps"].append(step)
-                s["timestamps"].append(now)
+                s["timestamps"].append(when)
                 latest[k] = {"value": v, "step": step}
         for o in self.observers:
             if hasattr(o, "log_metrics"):

@@ -20,7 +20,7 @@ from typing import Any
 
 from torchx import loggers
 from torchx.errors import ConfigError
-from torchx.loggers.base import Tracker, say
+from torchx.loggers.base import Row, Tracker, say
 
 MODES = ("online", "offline", "disabled")
 _BAD_PROJECT = set("/\\#?%:")
@@ -87,8 +87,8 @@ class WandB(Tracker):
                     last[key] = max(last.get(key, -1), step)
         return last
 
-    def write(self, rows: list[tuple[int, dict[str, float]]]) -> None:
-        for step, row in rows:
+    def write(self, rows: list[Row]) -> None:
+        for step, row, _ in rows:
             self.run.log(row, step=step)
 
     def artifact(self, path: Path, folder: str = "") -> None:
