@@ -10,6 +10,7 @@ added to the README without an entry here fails `test_every_readme_command_is_in
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -28,7 +29,8 @@ from helpers import ROOT, SHARED_MNIST
 
 README = ROOT / "README.md"
 DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]  # the README and the reference it links
-LEAD = ("python ", "srun ", "torchrun ", "tensorboard ", "pip ", "bash ", "TORCHX_DEBUG=1 python ")
+LEAD = ("python ", "srun ", "torchrun ", "tensorboard ", "pip ", "bash ", "TORCHX_DEBUG=1 python ", "mlflow ", "wandb ",
+        "comet ")
 ENTRY_POINTS = ("torchx", "train_pl.py", "train.py", "configs", "examples")
 
 
@@ -84,6 +86,10 @@ SWEEP = "python train_pl.py --config configs/mnist-sweep.yaml --jobs 2"
 SWEPT = f"{SWEEP} trainer_params.log_every_n_steps=1"  # so that train/loss_step is logged in 2 batches
 NO_TAIL: list[str] = []
 needs_mnist = "needs the MNIST files"
+TRACKED = "python train_pl.py --config configs/digits.yaml +loggers='[{name: mlflow}]'"
+TRACKED_SESSION = ("python train_pl.py --config configs/digits.yaml --name digits-lr +loggers='[{name: mlflow}]' "
+                   "train_wrapper.args.optim_spec.args.lr_='[0.001,0.003]' --jobs 2")
+no_mlflow = "" if importlib.util.find_spec("mlflow") else "needs the mlflow extra (pip install -e '.[mlflow]')"
 
 COMMANDS: dict[str, Case] = {
     "pip install -r requirements.txt": Case(skip="installs packages (what .ci/run does)"),
@@ -150,6 +156,16 @@ COMMANDS: dict[str, Case] = {
         Case(tail=NO_TAIL, after=[DIGITS], says="max abs difference vs eager"),
     "python -m torchx rerun save/digits": Case(tail=NO_TAIL, after=[DIGITS], says="identical"),
     "pip install -e '.[onnx]'": Case(skip="installs torchx and the onnx extra (.ci/run installs its pins)"),
+    "pip install -e '.[mlflow]'": Case(skip="installs torchx and MLflow (.ci/run installs the tracking pins)"),
+    TRACKED: Case(skip=no_mlflow, says="final:"),
+    TRACKED_SESSION: Case(skip=no_mlflow, tail=TINY + ["trainer_params.max_epochs=1"], says="2 done"),
+    "mlflow ui --backend-store-uri sqlite:///save/mlflow.db": Case(skip="starts a web server (the test of a real "
+                                                                      "`mlflow server` is in test_tracking.py)"),
+    "wandb sync save/wandb/offline-run-20261206_102341-1a2b3c4d5e6f7a8b":
+        Case(skip="uploads to W&B's servers (needs an account and the network)"),
+    "comet upload save/comet/0123456789abcdef0123456789abcdef-AbCdEf.zip":
+        Case(skip="uploads to Comet's servers (needs an account and the network)"),
+    "python bench/tracking.py": Case(skip="a benchmark (minutes)"),
     "TORCHX_DEBUG=1 python train_pl.py ...":
         Case(tail=NO_TAIL, replace={"...": "--config missing.yaml"}, code=1, says="Traceback"),
 }
