@@ -30,13 +30,23 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import allocator_note, interleave, mark_epochs, quiet, scratch, steady_allocator, table, target  # noqa: E402
+from harness import (  # noqa: E402
+    add_round_options,
+    allocator_note,
+    interleave,
+    mark_epochs,
+    quiet,
+    rounds_of,
+    scratch,
+    steady_allocator,
+    table,
+    target,
+)
 
 steady_allocator()  # before anything is imported or allocated
 
@@ -101,15 +111,9 @@ def empty_store(folder: Path) -> Path:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="1024 samples, 2 epochs, 3 rounds: checks that it runs")
-    p.add_argument("--rounds", type=int, help="timed rounds (default 5, --quick 3); at least 3")
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every variant (default 1)")
+    add_round_options(p, quick="1024 samples, 2 epochs, 3 rounds: checks that it runs")
     args = p.parse_args()
-    rounds = args.rounds or (3 if args.quick else 5)
-    if rounds < 3:
-        p.error("--rounds must be at least 3")
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
+    rounds = rounds_of(p, args)
     for name in ("pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     n_train, epochs = (1024, 2) if args.quick else (4096, 6)

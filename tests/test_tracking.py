@@ -62,6 +62,15 @@ def csv_series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
+def series_of(points) -> dict[str, list[tuple[int, float]]]:
+    """(step, metric, value) points as {metric: [(step, value)]}, hardware metrics left out."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for step, name, value in points:
+        if not name.startswith("system/"):
+            out.setdefault(name, []).append((step, value))
+    return out
+
+
 def close(a: dict[str, list[tuple[int, float]]], b: dict[str, list[tuple[int, float]]]) -> None:
     assert a.keys() == b.keys(), (sorted(a), sorted(b))
     for key in a:
@@ -209,11 +218,7 @@ def test_wandb_offline_run_read_back_with_wandbs_reader(runs, loop):
     rid = run_id(runs / loop, "wandb")
     parts = list((runs / "wandb").glob(f"offline-run-*-{rid}"))
     assert len(parts) == 1
-    series: dict[str, list[tuple[int, float]]] = {}
-    for step, row in history(parts[0]):
-        for key, value in row.items():
-            if not key.startswith("system/"):
-                series.setdefault(key, []).append((step, value))
+    series = series_of((step, key, value) for step, row in history(parts[0]) for key, value in row.items())
     close(series, csv_series(runs / loop))
     assert (parts[0] / "files" / "config.yaml").is_file() and (parts[0] / "files" / "results.json").is_file()
 
@@ -228,10 +233,7 @@ def test_comet_offline_archive_holds_the_metrics(runs, loop):
     key = run_id(runs / loop, "comet")
     archives = list((runs / "comet").glob(f"{key}-*.zip"))
     assert len(archives) == 1
-    series: dict[str, list[tuple[int, float]]] = {}
-    for step, name, value in metrics(archives[0]):
-        if not name.startswith("system/") and name != "process duration":  # Comet's own
-            series.setdefault(name, []).append((step, value))
+    series = series_of(p for p in metrics(archives[0]) if p[1] != "process duration")  # Comet's own metric
     close(series, csv_series(runs / loop))
     messages = zipfile.ZipFile(archives[0]).read("messages.json").decode()
     assert '"paramName":"train_wrapper.args.optim_spec.args.lr"' in messages.replace(" ", "")

@@ -212,6 +212,9 @@ def train(args: argparse.Namespace, run: Run) -> int:
         print("final: " + json.dumps(results))
         status = "FINISHED"
         return 0
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
         logs.close()
         loggers.finish(trackers, status)

@@ -23,7 +23,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -178,6 +178,14 @@ class Tracker(Logger):
 
     def finish(self, status: str) -> None:
         """End the tracked run with a status from STATUSES."""
+
+
+def last_steps(points: Iterable[tuple[int, str]]) -> dict[str, int]:
+    """Per metric, the last step among (step, metric) points a backend holds."""
+    last: dict[str, int] = {}
+    for step, name in points:
+        last[name] = max(last.get(name, -1), step)
+    return last
 
 
 def read_best(results: Path) -> Path | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from torchx import loggers
 from torchx.errors import ConfigError
-from torchx.loggers.base import Row, Tracker, say
+from torchx.loggers.base import Row, Tracker, last_steps, say
 
 
 @loggers.register("comet")
@@ -73,11 +73,8 @@ class Comet(Tracker):
         return type(self.exp).__name__.startswith("Offline")
 
     def logged(self) -> dict[str, int]:
-        last: dict[str, int] = {}
-        for archive in sorted(self.folder().glob(f"{self.exp.get_key()}-*.zip")):
-            for step, name, _ in metrics(archive):
-                last[name] = max(last.get(name, -1), step)
-        return last
+        archives = sorted(self.folder().glob(f"{self.exp.get_key()}-*.zip"))
+        return last_steps((step, name) for archive in archives for step, name, _ in metrics(archive))
 
     def write(self, rows: list[Row]) -> None:
         for step, row, _ in rows:

@@ -20,7 +20,7 @@ from typing import Any
 
 from torchx import loggers
 from torchx.errors import ConfigError
-from torchx.loggers.base import Row, Tracker, say
+from torchx.loggers.base import Row, Tracker, last_steps, say
 
 MODES = ("online", "offline", "disabled")
 _BAD_PROJECT = set("/\\#?%:")
@@ -77,15 +77,9 @@ class WandB(Tracker):
     def logged(self) -> dict[str, int]:
         if self.run.settings.mode != "offline":  # online: the resumed run knows its next step
             return {"_step": self.run.step - 1} if self.run.step else {}
-        last: dict[str, int] = {}
         current = Path(self.run.dir).parent.resolve()
-        for part in sorted(self.folder().glob(f"wandb/offline-run-*-{self.run.id}")):
-            if part.resolve() == current:
-                continue
-            for step, row in history(part):
-                for key in row:
-                    last[key] = max(last.get(key, -1), step)
-        return last
+        parts = [p for p in sorted(self.folder().glob(f"wandb/offline-run-*-{self.run.id}")) if p.resolve() != current]
+        return last_steps((step, key) for part in parts for step, row in history(part) for key in row)
 
     def write(self, rows: list[Row]) -> None:
         for step, row, _ in rows:
