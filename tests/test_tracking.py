@@ -457,6 +457,21 @@ def test_a_real_mlflow_server_then_its_death_mid_run(tmp_path, monkeypatch, caps
     assert len(scalars(run_dir)["train/loss_step"]) == 12 and (run_dir / "results.json").is_file()
 
 
+@needs["mlflow"]
+def test_a_server_unreachable_at_start_costs_the_run_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    path = write_config(tmp_path / "c.yaml", tracked({"name": "mlflow", "args": {"tracking_uri": url}}))
+    capsys.readouterr()
+    assert run_train_pl(["--config", str(path), "--save-dir", "save", "--name", "r"]) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("torchx: mlflow:")]
+    assert len(said) == 1 and said[0].startswith(f"torchx: mlflow: starting its run ({url}) failed"), err
+    run_dir = tmp_path / "save" / "r"
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.csv") if r["val/acc"] is not None] == [3, 7]
+    assert (run_dir / "results.json").is_file() and not (run_dir / "tracking.json").exists()
+
+
 # ---------------------------------------------------------------- code nobody here wrote
 
 
@@ -577,6 +592,17 @@ def test_a_missing_package_names_the_pip_install_that_fixes_it(tmp_path):
     code, err = results["system"]
     assert code == 2 and "pip install 'psutil==7.2.2'" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "save").exists()
+
+
+def test_after_training_tools_need_no_tracker_package(runs, monkeypatch, capsys):
+    """`python -m torchx test` of a tracked run, where none of the trackers' packages can be imported."""
+    from helpers import run_tool
+
+    for module in ("mlflow", "wandb", "comet_ml", "sacred"):
+        monkeypatch.setitem(sys.modules, module, None)
+    capsys.readouterr()
+    assert run_tool(["test", str(runs / "train"), "--ckpt", "last"]) == 0, capsys.readouterr().err
+    assert "test/acc" in capsys.readouterr().out
 
 
 def test_a_saved_config_with_loggers_reads_back(runs):

@@ -49,7 +49,7 @@ class Tracker(Logger):
     extra: ClassVar[str] = ""  # the optional-dependency group of torchx that holds it
     one_counter: ClassVar[bool] = False  # the backend's steps are one counter that only grows (W&B, Comet)
 
-    def __init__(self, log_checkpoints: bool = False, flush_every_s: float = 1.0) -> None:
+    def __init__(self, log_checkpoints: bool = False, flush_every_s: float = 5.0) -> None:
         super().__init__()
         if not isinstance(log_checkpoints, bool):
             raise ConfigError(f"log_checkpoints must be true or false, got {log_checkpoints!r}")

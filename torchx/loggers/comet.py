@@ -30,7 +30,7 @@ class Comet(Tracker):
 
     def __init__(self, project: str = "torchx", workspace: str | None = None, online: bool | None = None,
                  offline_directory: str | None = None, tags: list[str] | None = None,
-                 log_checkpoints: bool = False, flush_every_s: float = 1.0) -> None:
+                 log_checkpoints: bool = False, flush_every_s: float = 5.0) -> None:
         super().__init__(log_checkpoints=log_checkpoints, flush_every_s=flush_every_s)
         if not isinstance(project, str) or not project.strip():
             raise ConfigError(f"comet: project must be a non-empty name, got {project!r}")

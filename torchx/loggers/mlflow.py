@@ -47,7 +47,7 @@ class MLflow(Tracker):
 
     def __init__(self, tracking_uri: str | None = None, experiment_name: str = "torchx",
                  tags: dict[str, str] | None = None, log_checkpoints: bool = False,
-                 flush_every_s: float = 1.0) -> None:
+                 flush_every_s: float = 5.0) -> None:
         super().__init__(log_checkpoints=log_checkpoints, flush_every_s=flush_every_s)
         if tracking_uri is not None:
             scheme = urlparse(str(tracking_uri)).scheme.split("+")[0] if isinstance(tracking_uri, str) else ""

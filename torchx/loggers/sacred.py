@@ -34,7 +34,7 @@ class Sacred(Tracker):
     backend, package, requirement, extra = "sacred", "sacred", "sacred==0.8.7", "sacred"
 
     def __init__(self, experiment_name: str = "torchx", file_storage: str | bool = True, url: str | None = None,
-                 log_checkpoints: bool = False, flush_every_s: float = 1.0) -> None:
+                 log_checkpoints: bool = False, flush_every_s: float = 5.0) -> None:
         super().__init__(log_checkpoints=log_checkpoints, flush_every_s=flush_every_s)
         if not isinstance(experiment_name, str) or not experiment_name.strip():
             raise ConfigError(f"sacred: experiment_name must be a non-empty name, got {experiment_name!r}")

@@ -35,7 +35,7 @@ class WandB(Tracker):
 
     def __init__(self, project: str = "torchx", entity: str | None = None, mode: str | None = None,
                  dir: str | None = None, tags: list[str] | None = None, log_checkpoints: bool = False,
-                 flush_every_s: float = 1.0) -> None:
+                 flush_every_s: float = 5.0) -> None:
         super().__init__(log_checkpoints=log_checkpoints, flush_every_s=flush_every_s)
         if not isinstance(project, str) or not project or _BAD_PROJECT & set(project) or len(project) > 128:
             raise ConfigError(f"wandb: project {project!r} is not a W&B project name: 1 to 128 characters, none of "
