@@ -166,6 +166,7 @@ COMMANDS: dict[str, Case] = {
     "comet upload save/comet/0123456789abcdef0123456789abcdef-AbCdEf.zip":
         Case(skip="uploads to Comet's servers (needs an account and the network)"),
     "python bench/tracking.py": Case(skip="a benchmark (minutes)"),
+    "python bench/tracking.py --rounds 7": Case(skip="a benchmark (minutes)"),
     "TORCHX_DEBUG=1 python train_pl.py ...":
         Case(tail=NO_TAIL, replace={"...": "--config missing.yaml"}, code=1, says="Traceback"),
 }
