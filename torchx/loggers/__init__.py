@@ -20,6 +20,7 @@ imported only when a config names it.
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 from torchx.errors import ConfigError
@@ -87,7 +88,9 @@ def need_package(ctor: Any, where: str) -> None:
     if not package:
         return
     try:
-        importlib.import_module(package)
+        with warnings.catch_warnings():  # packages' notices about their own dependencies (sacred: pkg_resources)
+            warnings.simplefilter("ignore")
+            importlib.import_module(package)
     except ImportError as e:
         extra = getattr(ctor, "extra", "")
         also = f" (or the extra: pip install -e '.[{extra}]')" if extra else ""
