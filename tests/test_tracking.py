@@ -493,6 +493,27 @@ def test_a_user_lightningmodules_undeclared_metrics_reach_the_tracker(tmp_path, 
     close(series, csv_series(run_dir))
 
 
+@pytest.mark.parametrize("loop", RUNNERS)
+def test_a_users_own_lightning_logger_gets_what_tensorboard_gets(loop, tmp_path, monkeypatch):
+    """Lightning's CSVLogger, registered by a user's module as `lightning_csv`, driven by either loop."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(USER))
+    cfg = tracked({"name": "lightning_csv", "args": {"save_dir": "theirs"}})
+    cfg["imports"] = ["lightning_user"]
+    path = write_config(tmp_path / "c.yaml", cfg)
+    assert RUNNERS[loop](["--config", str(path), "--save-dir", "save", "--name", "r"]) == 0
+    import csv
+
+    with open(tmp_path / "theirs" / "lightning_logs" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    # their file has a row per call (the epoch repeated at an epoch's end); metrics.csv one per step
+    last = {(int(r["step"]), k): float(v) for r in rows for k, v in r.items() if k != "step" and v != ""}
+    close(series_of((step, k, v) for (step, k), v in sorted(last.items())), csv_series(tmp_path / "save" / "r"))
+    hparams = yaml.safe_load((tmp_path / "theirs" / "lightning_logs" / "version_0" / "hparams.yaml").read_text())
+    if loop == "train":  # pl.Trainer gives a logger the wrapper's hparams; train.py the flattened config
+        assert hparams["train_wrapper.args.optim_spec.args.lr"] == 0.1
+
+
 # ---------------------------------------------------------------- bad input
 
 
