@@ -8,6 +8,7 @@ and the per-round ratios (the two variants' runs of the same round, paired) show
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
@@ -135,6 +136,27 @@ def mark_epochs(stack: contextlib.ExitStack, prog: str, mark: Callable[..., None
     stack.enter_context(patched(torchx.loop, "train_epoch", marked_epoch))
     stack.enter_context(patched(torchx.loop, "fit", marked_fit))
     return "torchx.loop"
+
+
+def add_round_options(p: argparse.ArgumentParser, quick: str) -> None:
+    """--quick (`quick` says what it shrinks), --rounds and --threads, as every per-step script takes them."""
+    p.add_argument("--quick", action="store_true", help=quick)
+    p.add_argument("--rounds", type=int, help="timed rounds (default 5, --quick 3); at least 3")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every variant (default 1)")
+
+
+def rounds_of(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The rounds to run; also sets torch's threads and silences advice warnings for the measurement."""
+    import warnings
+
+    import torch
+
+    rounds = args.rounds or (3 if args.quick else 5)
+    if rounds < 3:
+        p.error("--rounds must be at least 3")
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")  # Lightning's advice about workers and log intervals
+    return rounds
 
 
 def progress(text: str) -> None:

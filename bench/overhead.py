@@ -49,7 +49,6 @@ import os
 import statistics
 import sys
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -57,11 +56,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (  # noqa: E402
     ROOT,
+    add_round_options,
     allocator_note,
     interleave,
     mark_epochs,
     quiet,
     ratio,
+    rounds_of,
     scratch,
     steady_allocator,
     table,
@@ -315,19 +316,13 @@ def report(spec: Spec, wall: dict[str, list[float]], cpu: dict[str, list[float]]
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny_cnn only, 1024 samples, 2 epochs, 3 rounds")
+    add_round_options(p, quick="tiny_cnn only, 1024 samples, 2 epochs, 3 rounds")
     p.add_argument("--model", choices=("tiny_cnn", "cnn", "linear", "all"), help="default: all (--quick: tiny_cnn)")
-    p.add_argument("--rounds", type=int, help="timed rounds (default 5, --quick 3); at least 3")
     p.add_argument("--epochs", type=int, help="epochs per timed run (default: tiny_cnn 6, cnn 3)")
     p.add_argument("--n-train", type=int, help="training samples (default: tiny_cnn 4096, cnn 2048)")
     p.add_argument("--batch-size", type=int, help="default: 64 (linear: 8)")
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every variant (default 1)")
     args = p.parse_args()
-    rounds = args.rounds or (3 if args.quick else 5)
-    if rounds < 3:
-        p.error("--rounds must be at least 3")
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")  # Lightning's advice about workers and log intervals
+    rounds = rounds_of(p, args)
     for name in ("pytorch_lightning", "lightning_fabric"):  # their notices go to handlers quiet() cannot reach
         logging.getLogger(name).setLevel(logging.ERROR)
     print(f"torchx overhead benchmark{' --quick' if args.quick else ''}: torch {torch.__version__}, "

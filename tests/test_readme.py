@@ -10,6 +10,7 @@ added to the README without an entry here fails `test_every_readme_command_is_in
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -28,7 +29,8 @@ from helpers import ROOT, SHARED_MNIST
 
 README = ROOT / "README.md"
 DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]  # the README and the reference it links
-LEAD = ("python ", "srun ", "torchrun ", "tensorboard ", "pip ", "bash ", "TORCHX_DEBUG=1 python ")
+LEAD = ("python ", "srun ", "torchrun ", "tensorboard ", "pip ", "bash ", "TORCHX_DEBUG=1 python ", "mlflow ", "wandb ",
+        "comet ")
 ENTRY_POINTS = ("torchx", "train_pl.py", "train.py", "configs", "examples")
 
 
@@ -87,6 +89,10 @@ SEARCH = "python train_pl.py --config configs/mnist-search.yaml --jobs 2 data_mo
 SEARCH_TAIL = TINY + ["trainer_params.max_epochs=2", "search.n_trials=2"]
 SEARCHED = f"{SEARCH.replace('PATH/TO/mnist', 'load/mnist')} search.n_trials=2"
 needs_mnist = "needs the MNIST files"
+TRACKED = "python train_pl.py --config configs/digits.yaml +loggers='[{name: mlflow}]'"
+TRACKED_SESSION = ("python train_pl.py --config configs/digits.yaml --name digits-lr +loggers='[{name: mlflow}]' "
+                   "train_wrapper.args.optim_spec.args.lr_='[0.001,0.003]' --jobs 2")
+no_mlflow = "" if importlib.util.find_spec("mlflow") else "needs the mlflow extra (pip install -e '.[mlflow]')"
 
 COMMANDS: dict[str, Case] = {
     "pip install -r requirements.txt": Case(skip="installs packages (what .ci/run does)"),
@@ -176,6 +182,17 @@ COMMANDS: dict[str, Case] = {
     "[1.e-4, 1.e-1]}' +search.n_trials=2": Case(),
     "pip install -e '.[search]'": Case(skip="installs torchx and the search extra (.ci/run installs its pins)"),
     "python bench/search.py": Case(skip="a benchmark (32 trials on MNIST, about 15 minutes)"),
+    "pip install -e '.[mlflow]'": Case(skip="installs torchx and MLflow (.ci/run installs the tracking pins)"),
+    TRACKED: Case(skip=no_mlflow, says="final:"),
+    TRACKED_SESSION: Case(skip=no_mlflow, tail=TINY + ["trainer_params.max_epochs=1"], says="2 done"),
+    "mlflow ui --backend-store-uri sqlite:///save/mlflow.db": Case(skip="starts a web server (the test of a real "
+                                                                      "`mlflow server` is in test_tracking.py)"),
+    "wandb sync save/wandb/offline-run-20261206_102341-1a2b3c4d5e6f7a8b":
+        Case(skip="uploads to W&B's servers (needs an account and the network)"),
+    "comet upload save/comet/0123456789abcdef0123456789abcdef-AbCdEf.zip":
+        Case(skip="uploads to Comet's servers (needs an account and the network)"),
+    "python bench/tracking.py": Case(skip="a benchmark (minutes)"),
+    "python bench/tracking.py --rounds 7": Case(skip="a benchmark (minutes)"),
     "TORCHX_DEBUG=1 python train_pl.py ...":
         Case(tail=NO_TAIL, replace={"...": "--config missing.yaml"}, code=1, says="Traceback"),
 }

@@ -214,7 +214,7 @@ def fail(prog: str, e: BaseException) -> int:
 
 # ---------------------------------------------------------------- python -m torchx
 
-KINDS = ("models", "losses", "datasets", "wrappers", "callbacks", "optimizers", "schedulers", "metrics")
+KINDS = ("models", "losses", "datasets", "wrappers", "callbacks", "optimizers", "schedulers", "metrics", "loggers")
 
 
 def tool_main(argv: list[str] | None = None) -> int:
@@ -310,13 +310,14 @@ def add_tool_parsers(sub: Any) -> None:
 
 
 def list_registered(kind: str | None, config_file: str | None) -> int:
-    from torchx import callbacks, datasets, losses, metrics, models, optim, wrappers
+    from torchx import callbacks, datasets, loggers, losses, metrics, models, optim, wrappers
 
     if config_file:
         C.import_modules(C.load_config(config_file))
     registries = {"models": models.registry, "losses": losses.registry, "datasets": datasets.registry,
                   "wrappers": wrappers.registry, "callbacks": callbacks.registry,
-                  "optimizers": optim.optimizers, "schedulers": optim.schedulers, "metrics": metrics.registry}
+                  "optimizers": optim.optimizers, "schedulers": optim.schedulers, "metrics": metrics.registry,
+                  "loggers": loggers.registry}
     for k in [kind] if kind else KINDS:
         print(f"{k}:")
         for name, origin, doc in registries[k].describe():

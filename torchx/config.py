@@ -55,6 +55,9 @@ TOP_LEVEL_KEYS = {
     "search": "a session's search over the keys ending in '~': method, n_trials, metric, direction, seed, pruner, "
               "storage",
     "cross_validation": "k-fold cross-validation of each experiment: {folds: K, seed: S}",
+    "loggers": "list of tracker specs (loggers registry: mlflow, wandb, comet, sacred); TensorBoard and "
+               "metrics.csv are always on",
+    "system_metrics": "{every_s: N}: CPU, memory and GPU figures every N seconds to every logger",
 }
 REQUIRED_KEYS = ("data_module", "train_wrapper")
 
@@ -1075,11 +1078,16 @@ def check(cfg: dict, config_file: str | os.PathLike | None = None) -> None:
     for i, spec in enumerate(callbacks):
         _check_spec(spec, f"callbacks.{i}", spec_registry("callbacks"), hint)
     _check_kwargs(cfg.get("trainer_params"), "trainer_params", _trainer_class,
-                  reserved={"logger": "torchx sets the TensorBoard logger itself",
+                  reserved={"logger": "torchx sets the loggers itself (TensorBoard and metrics.csv, and the config's "
+                                      "`loggers:` list)",
                             "default_root_dir": "the run directory is --save-dir/--name"}, hint=hint)
     _check_trainer_types(cfg.get("trainer_params") or {})
     _check_kwargs(cfg.get("checkpoint"), "checkpoint", _checkpoint_class,
                   reserved={"dirpath": "checkpoints always go to <run dir>/ckpt"}, hint=hint)
+    from torchx import loggers  # the trackers' names, packages and arguments
+
+    loggers.check(cfg)
+
     from torchx.precision import check_compile
 
     check_compile(cfg.get("compile"))

@@ -18,7 +18,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.connectors.data_connector import _parse_num_batches
 from pytorch_lightning.trainer.states import RunningStage
 
-from torchx import build, checks, distributed
+from torchx import build, checks, distributed, loggers
 from torchx.callbacks.base_logger import BaseLogger, PlainProgress, ProgressBar, interactive, plain_every_s
 from torchx.checkpoint import (
     EXIT_NONFINITE,
@@ -30,9 +30,10 @@ from torchx.checkpoint import (
     TorchxState,
 )
 from torchx.config import check_val_interval
-from torchx.csvlog import CSVLogger
 from torchx.datasets.base import TensorDataModule
 from torchx.errors import NonFiniteLoss, first_line
+from torchx.loggers import system
+from torchx.loggers.csvlog import CSVLogger
 from torchx.precision import compile_model
 from torchx.run import Run, check_fits, claim, is_rank_zero, run_args
 from torchx.trial import Trial, from_environment
@@ -64,8 +65,9 @@ class ReportToTrial(pl.Callback):
 
 
 def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: pl.LightningModule,
-                   gpus: list[int] | None, trial: Trial | None = None) -> dict[str, Any]:
-    """pl.Trainer arguments: trainer_params plus torchx's loggers, checkpointing and callbacks."""
+                   gpus: list[int] | None, trial: Trial | None = None, trackers: list[Any] = ()) -> dict[str, Any]:
+    """pl.Trainer arguments: trainer_params plus torchx's loggers (TensorBoard, metrics.csv and the
+    config's `loggers:`), checkpointing and callbacks."""
     params = distributed.with_timeout(cfg, build.apply_gpus(cfg, gpus)["trainer_params"])
     logger = BaseLogger(run.dir)
     user = build.user_callbacks(cfg)
@@ -74,6 +76,9 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: p
         cbs.append(distributed.ExactAllReduce())
     if trial is not None:
         cbs.append(ReportToTrial(trial))
+    sampler = system.make(cfg)
+    if sampler is not None:
+        cbs.append(system.lightning_callback(sampler))
     # torchx's bar steps aside for a progress bar of the user's own (Lightning allows one)
     if params.get("enable_progress_bar", True) and not any(isinstance(cb, LightningProgressBar) for cb in user):
         cbs.append(ProgressBar(logger.report) if interactive() else PlainProgress(logger.report, plain_every_s()))
@@ -84,7 +89,7 @@ def trainer_kwargs(cfg: dict, run: Run, data: pl.LightningDataModule, wrapper: p
     tensorboard = TensorBoardLogger(save_dir=run.dir, name="default", version=0, default_hp_metric=False,
                                     purge_step=run.resume_step)
     csv = CSVLogger(run.dir / "metrics.csv", build.csv_columns(data, wrapper), drop_from=run.resume_step)
-    kwargs = {"logger": [tensorboard, csv],
+    kwargs = {"logger": [tensorboard, csv, *trackers],
               "log_every_n_steps": 50, **params, "callbacks": cbs,
               "plugins": [AtomicCheckpointIO(), *(params.get("plugins") or []), *distributed.slurm_plugin()]}
     if isinstance(data, TensorDataModule):
@@ -150,8 +155,9 @@ def train(args: argparse.Namespace, run: Run) -> int:
     if run.ckpt is not None:
         check_fits(run.ckpt, wrapper.state_dict(), run.ckpt_path)
     trial = from_environment()
+    trackers = loggers.build(cfg)
     with held_lightning_info() as print_info:
-        kwargs = trainer_kwargs(cfg, run, data, wrapper, args.gpus, trial)
+        kwargs = trainer_kwargs(cfg, run, data, wrapper, args.gpus, trial, trackers)
         trainer = make_trainer(cfg, kwargs)
     check_val_batches(cfg, data, trainer)
     build.count_each_sample_once(data, trainer)
@@ -159,21 +165,29 @@ def train(args: argparse.Namespace, run: Run) -> int:
     compile_model(wrapper, cfg)  # in place: parameter names, and so checkpoints, do not change
     claim(run)
     print_info()
-    for noise in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*",
-                  ".*exists and is not empty.*", ".*but have no `validation_step`.*"):
-        warnings.filterwarnings("ignore", message=noise)  # advice that does not apply to in-memory data
+    if is_rank_zero():
+        loggers.start(trackers, run, PROG)
     # torchx's SIGTERM/SIGUSR1 handler from here to the end, so a signal before training starts (or
     # during the test) is held for the step boundary, not left to Lightning's handlers or the default
     flag = next(cb.flag for cb in kwargs["callbacks"] if isinstance(cb, PreemptionCheckpoint))
     flag.install()
+    status = "FAILED"  # what the trackers are told if anything below raises
     try:
-        return fit_and_test(run, trainer, wrapper, data, trial)
+        code = fit_and_test(run, data, wrapper, trainer, trial)
+        status = "FINISHED" if code == 0 else "KILLED" if code in (EXIT_PREEMPTED, 130) else "FAILED"
+        return code
     finally:
         flag.uninstall()
+        loggers.finish(trackers, status)
 
 
-def fit_and_test(run: Run, trainer: pl.Trainer, wrapper: pl.LightningModule, data: pl.LightningDataModule,
-                 trial: Trial | None) -> int:
+def fit_and_test(run: Run, data: pl.LightningDataModule, wrapper: pl.LightningModule, trainer: pl.Trainer,
+                 trial: Trial | None = None) -> int:
+    """trainer.fit, then test with the best checkpoint (unless a search's pruner stopped the trial);
+    writes results.json. Returns the exit status."""
+    for noise in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*",
+                  ".*exists and is not empty.*", ".*but have no `validation_step`.*"):
+        warnings.filterwarnings("ignore", message=noise)  # advice that does not apply to in-memory data
     try:
         trainer.fit(wrapper, datamodule=data, ckpt_path=str(run.ckpt_path) if run.ckpt_path else None,
                     weights_only=not run.trust_checkpoint)

@@ -24,7 +24,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from torchx import build, checks
+from torchx import build, checks, loggers
 from torchx.callbacks.base_logger import (
     EpochReport,
     Every,
@@ -45,9 +45,10 @@ from torchx.checkpoint import (
     torchx_state,
 )
 from torchx.config import check_val_interval
-from torchx.csvlog import MetricsCSV
 from torchx.datasets.base import TensorDataModule
 from torchx.errors import ConfigError, NonFiniteLoss
+from torchx.loggers import system
+from torchx.loggers.csvlog import MetricsCSV
 from torchx.precision import STATE_KEY as PRECISION_KEY
 from torchx.precision import SUPPORTED as PRECISIONS
 from torchx.precision import Precision, compile_model, unified
@@ -196,29 +197,39 @@ def train(args: argparse.Namespace, run: Run) -> int:
         ckpts.resumed_from = Path(run.ckpt_path).absolute()
     compile_model(wrapper, cfg)  # in place, after the weights are in: parameter names do not change
     progress = Progress(EpochReport(run.dir / "log.txt"), settings.progress_bar)
+    trackers, sampler = loggers.build(cfg), system.make(cfg)
     claim(run)
-    logs = Logs(run, wrapper, build.csv_columns(data, wrapper))
+    loggers.start(trackers, run, "train.py")
+    logs = Logs(run, wrapper, build.csv_columns(data, wrapper), trackers, sampler)
     trial = from_environment()
+    status = "FAILED"  # what the trackers are told if anything below raises
     try:
-        fit(wrapper, data, optimizer, scheds, settings, state, ckpts, logs, progress, device, trial)
-    except Preempted as e:
+        try:
+            fit(wrapper, data, optimizer, scheds, settings, state, ckpts, logs, progress, device, trial)
+        except Preempted as e:
+            status = "KILLED"
+            print(f"preempted: {e}", file=sys.stderr)
+            return EXIT_PREEMPTED
+        except NonFiniteLoss as e:
+            print(f"stopped: {e} at step {state.step} (epoch {state.epoch}); the checkpoints in {ckpts.dir} are "
+                  f"from before it. Set train_wrapper.args.nonfinite_loss=skip to skip such batches", file=sys.stderr)
+            return EXIT_NONFINITE
+        if trial is not None and trial.pruned:
+            results = {**fit_results(state, ckpts), "pruned": trial.pruned}
+            print(trial.message())
+        else:
+            results = test(wrapper, data, settings, state, ckpts, logs, device)
         logs.close()
-        print(f"preempted: {e}", file=sys.stderr)
-        return EXIT_PREEMPTED
-    except NonFiniteLoss as e:
+        (run.dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        print("final: " + json.dumps(results))
+        status = "FINISHED"
+        return 0
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
         logs.close()
-        print(f"stopped: {e} at step {state.step} (epoch {state.epoch}); the checkpoints in {ckpts.dir} are "
-              f"from before it. Set train_wrapper.args.nonfinite_loss=skip to skip such batches", file=sys.stderr)
-        return EXIT_NONFINITE
-    if trial is not None and trial.pruned:
-        results = {**fit_results(state, ckpts), "pruned": trial.pruned}
-        print(trial.message())
-    else:
-        results = test(wrapper, data, settings, state, ckpts, logs, device)
-    logs.close()
-    (run.dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print("final: " + json.dumps(results))
-    return 0
+        loggers.finish(trackers, status)
 
 
 def pick_device(gpus: list[int] | None) -> torch.device:
@@ -290,6 +301,7 @@ def fit(wrapper, data, optimizer, scheds, settings: Settings, state: State, ckpt
                              echo=progress.write)
         if stepped:
             step_plateau(scheds, "step", seen, state, index=state.in_epoch)
+        logs.system()
 
     flag = SignalFlag()
     flag.install()
@@ -527,9 +539,11 @@ def test(wrapper, data, settings: Settings, state: State, ckpts: Checkpoints, lo
 
 
 class Logs:
-    """TensorBoard events and metrics.csv, with the tags and steps Lightning uses."""
+    """TensorBoard events, metrics.csv and the config's trackers, with the tags and steps Lightning
+    uses; hardware metrics (`system_metrics`) at the step of the latest training metrics."""
 
-    def __init__(self, run: Run, wrapper, columns: set[str]) -> None:
+    def __init__(self, run: Run, wrapper, columns: set[str], trackers: list[Any] = (),
+                 sampler: system.SystemMetrics | None = None) -> None:
         # torch's writer, as Lightning's TensorBoardLogger uses when tensorboard is installed: its
         # flush() waits for queued events (tensorboardX's does not), so a checkpoint never runs ahead
         from torch.utils.tensorboard import SummaryWriter
@@ -543,6 +557,9 @@ class Logs:
                                 purge_step=run.resume_step)
         self.csv = MetricsCSV(run.dir / "metrics.csv", columns, drop_from=run.resume_step)
         self.latest: dict[str, float] = {}  # what monitors read, as Lightning's callback_metrics
+        self.trackers, self.sampler = list(trackers), sampler
+        self.last_step: int | None = None
+        self.closed = False
 
     def log(self, metrics: dict[str, float], epoch: int, step: int) -> None:
         self.latest.update(metrics)
@@ -550,6 +567,18 @@ class Logs:
             self.tb.add_scalar(k, v, step)
         self.tb.add_scalar("epoch", epoch, step)
         self.csv.log({**metrics, "epoch": epoch}, step)
+        for tracker in self.trackers:  # the dict pl.Trainer gives its loggers: the metrics and the epoch
+            tracker.log_metrics({**metrics, "epoch": float(epoch)}, step)
+        self.last_step = step
+
+    def system(self) -> None:
+        """After a training batch: a hardware sample when one is due, to TensorBoard and the trackers."""
+        sample = self.sampler.due(self.last_step) if self.sampler is not None else None
+        if sample:
+            for k, v in sample.items():
+                self.tb.add_scalar(k, v, self.last_step)
+            for tracker in self.trackers:
+                tracker.log_metrics(sample, self.last_step)
 
     def flush(self) -> None:
         self.tb.flush()
@@ -560,7 +589,11 @@ class Logs:
         self.tb.flush()
 
     def close(self) -> None:
-        self.tb.close()
+        if not self.closed:
+            self.tb.close()
+            for tracker in self.trackers:
+                tracker.finalize("success")  # the last row goes to the tracker's queue
+            self.closed = True
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -8,8 +8,8 @@ import math
 import os
 from pathlib import Path
 
-from torchx.csvlog import FIXED
 from torchx.errors import ConfigError
+from torchx.loggers.csvlog import FIXED
 
 PANEL_INCHES, DPI = (5.0, 3.5), 100
 DEFAULT_NAME = "plot.png"  # the file written into a folder given as -o

@@ -10,10 +10,12 @@ import torch
 from pytorch_lightning.callbacks.progress.progress_bar import ProgressBar
 from pytorch_lightning.demos.boring_classes import BoringDataModule, BoringModel, DemoModel, ManualOptimBoringModel
 from pytorch_lightning.demos.mnist_datamodule import MNISTDataModule
+from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import torchx.callbacks as callbacks
 import torchx.datasets as datasets
+import torchx.loggers as loggers
 import torchx.models as models
 import torchx.wrappers as wrappers
 
@@ -23,6 +25,7 @@ wrappers.register("demo_model")(DemoModel)
 wrappers.register("manual_optim_boring_model")(ManualOptimBoringModel)
 datasets.register("boring_datamodule")(BoringDataModule)
 datasets.register("lightning_mnist")(MNISTDataModule)
+loggers.register("lightning_csv")(CSVLogger)  # a Lightning logger torchx knows nothing of
 
 
 def _digits(regression: bool) -> tuple[torch.Tensor, torch.Tensor]:

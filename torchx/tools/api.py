@@ -242,7 +242,8 @@ def build_loaded(run_dir: Path | None, cfg: dict, path: Path, ckpt: dict, what: 
     from torchx.run import check_fits
 
     import_run_modules(cfg, run_dir)
-    C.check(cfg)
+    # where the run's metrics went does not matter to loading it: no tracker package is needed
+    C.check({k: v for k, v in cfg.items() if k not in ("loggers", "system_metrics")})
     if C.data_refs(cfg):  # ${data:...} left in a config (one written by hand): answer them first
         C.resolve_data_refs(cfg, build.data_module(cfg))
     with build.reported_as(f"train_wrapper {cfg['train_wrapper'].get('name')}"):
