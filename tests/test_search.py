@@ -143,19 +143,27 @@ def test_plot_adds_the_objective_per_trial_and_each_parameter(tpe, tmp_path):
 # ---------------------------------------------------------------- pruning in both loops
 
 
-def pruning_config(method: str, seed: int) -> dict:
-    """Trial 0 learns (lr 0.5), trial 1 does not (lr 1e-9): the median pruner stops it at its
-    first validation, where it trails trial 0."""
+# Both stop the second trial at its first validation (step 4: 4 batches an epoch), where it trails
+# the first. Hyperband with one bracket (max_resource / min_resource < reduction_factor) is successive
+# halving: at its first rung (step 4) a trial goes on only if it is the best 1 of every 4 there.
+PRUNERS = {"median": {"name": "median", "args": {"n_startup_trials": 1}},
+           "hyperband": {"name": "hyperband", "args": {"min_resource": 4, "max_resource": 12, "reduction_factor": 4}}}
+
+
+def pruning_config(method: str, seed: int, pruner: str = "median") -> dict:
+    """Trial 0 learns (lr 0.5), trial 1 does not (lr 1e-9): the pruner stops it at its first
+    validation, where it trails trial 0."""
     cfg = searched(tiny_config(max_epochs=3), LR, "lr", {"choice": [0.5, 1.0e-9]})
-    cfg["search"] = {"method": method, "n_trials": 2, "seed": seed,
-                     "pruner": {"name": "median", "args": {"n_startup_trials": 1}}}
+    cfg["search"] = {"method": method, "n_trials": 2, "seed": seed, "pruner": PRUNERS[pruner]}
     return cfg
 
 
-@pytest.mark.parametrize("loop, method, seed", [("train_pl", "random", 4), ("train", "grid", 0)])
-def test_a_pruned_trial_stops_cleanly_at_that_step(loop, method, seed, tmp_path, monkeypatch):
+@pytest.mark.parametrize("loop, method, seed, pruner", [("train_pl", "random", 4, "median"),
+                                                        ("train", "grid", 0, "median"),
+                                                        ("train", "grid", 0, "hyperband")])
+def test_a_pruned_trial_stops_cleanly_at_that_step(loop, method, seed, pruner, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = pruning_config(method, seed)
+    cfg = pruning_config(method, seed, pruner)
     assert [p["lr"] for _, p, _ in preview(space.search_settings(cfg), 2)] == [0.5, 1e-9]
     config = write_config(tmp_path / "p.yaml", cfg)
     assert (run_train_pl if loop == "train_pl" else run_train)(["--config", str(config)]) == 0
