@@ -115,17 +115,19 @@ class TorchxState(pl.Callback):
         return STATE_KEY
 
     def state_dict(self) -> dict[str, Any]:
+        from torchx.distributed import gather_per_rank
+
         state = torchx_state(self.config)
-        _, world = _rank_and_world()
-        if world > 1:  # every rank is saving now (Lightning's dump_checkpoint runs on all of them)
-            gathered: list[Any] = [None] * world
-            torch.distributed.all_gather_object(gathered, state["rng"])
-            state["rng_per_rank"] = gathered
+        per_rank = gather_per_rank(state["rng"])  # every rank is saving now (Lightning's dump_checkpoint)
+        if per_rank is not None:
+            state["rng_per_rank"] = per_rank
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        from torchx.distributed import rank_and_world
+
         per_rank = state_dict.get("rng_per_rank")
-        rank, world = _rank_and_world()
+        rank, world = rank_and_world()
         if per_rank and len(per_rank) == world:
             set_rng_state(per_rank[rank])
         else:  # one process, or another process count than the run saved with: rank 0's states
@@ -133,13 +135,6 @@ class TorchxState(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         mark_epoch_started(checkpoint)
-
-
-def _rank_and_world() -> tuple[int, int]:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def mark_epoch_started(checkpoint: dict) -> None:

@@ -21,6 +21,25 @@ import torch
 DEFAULT_TIMEOUT_S = 1800.0  # torch.distributed's default for gloo and NCCL process groups (30 minutes)
 
 
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes in the default group (0, 1 without one)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_per_rank(obj: Any) -> list | None:
+    """Every rank's `obj`, in rank order, when several processes run (all of them must call it at
+    once, as all ranks do when saving a checkpoint); None for a single process."""
+    _, world = rank_and_world()
+    if world == 1:
+        return None
+    gathered: list[Any] = [None] * world
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
+
+
 def with_timeout(cfg: dict, params: dict) -> dict:
     """trainer_params with `distributed.timeout_s` given to a strategy that starts a process group (ddp and
     its variants, fsdp, ...); other strategies have no group to time out."""

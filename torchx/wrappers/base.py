@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import nn
 
 from torchx import losses, models
+from torchx.distributed import gather_per_rank, rank_and_world
 from torchx.errors import ConfigError, NonFiniteLoss, first_line
 from torchx.metrics import make as make_metric
 from torchx.optim import optimizers, schedulers
@@ -309,19 +310,15 @@ class BaseWrapper(pl.LightningModule):
         # the mean over all its batches, not only those after the resume; under DDP every rank's share
         # (all ranks save together; rank 0 writes the file)
         means = self.means["train"].state_dict()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            mine = {"sums": {k: v.cpu() for k, v in means["sums"].items()}, "counts": means["counts"]}
-            gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, mine)
-            means = {"per_rank": gathered}
-        checkpoint["torchx_train_means"] = means
+        per_rank = gather_per_rank({"sums": {k: v.cpu() for k, v in means["sums"].items()}, "counts": means["counts"]})
+        checkpoint["torchx_train_means"] = means if per_rank is None else {"per_rank": per_rank}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         means = checkpoint.get("torchx_train_means")
         if means is None:
             return
         if "per_rank" in means:
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+            rank, _ = rank_and_world()
             per_rank = means["per_rank"]
             means = per_rank[rank] if rank < len(per_rank) else {"sums": {}, "counts": {}}
             means = {"sums": {k: v.to(self.device) for k, v in means["sums"].items()}, "counts": means["counts"]}
