@@ -197,7 +197,7 @@ def test_stock_callbacks_and_a_users_progress_bar(user, capsys, monkeypatch):
 
 
 def test_metrics_csv_stays_well_formed_whatever_appears_when(tmp_path):
-    from torchx.csvlog import MetricsCSV, read
+    from torchx.loggers.csvlog import MetricsCSV, read
 
     path = tmp_path / "metrics.csv"
     log = MetricsCSV(path, {"train/loss", "val/loss"})

@@ -33,7 +33,7 @@ def duration(seconds: float) -> str:
 def summarize(folder: Path, entry: dict, objective: tuple[str, str] | None = None) -> dict:
     """One experiment's row: its monitored metric at best and the final metrics, from its run directory.
     `objective` (metric, mode): what a search scores by, in place of checkpoint.monitor."""
-    from torchx.csvlog import FIXED, read
+    from torchx.loggers.csvlog import FIXED, read
 
     run = folder / entry["name"]
     row: dict[str, Any] = {"monitor": None, "mode": None, "best": None, "best_epoch": None, "final": {},
