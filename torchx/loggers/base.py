@@ -36,6 +36,7 @@ from torchx.loggers.context import Context
 Row = tuple[int, dict[str, float], int]  # (step, {metric: value}, wall time in ms when it was logged)
 STATUSES = ("FINISHED", "FAILED", "KILLED")  # how a run ends, in MLflow's words; each backend maps them
 CLOSE_TIMEOUT_S = 60.0  # how long the end of a run waits for a backend still sending
+MAX_FLUSH_S = 86400.0  # the longest flush_every_s
 
 
 class Tracker(Logger):
@@ -53,8 +54,11 @@ class Tracker(Logger):
         super().__init__()
         if not isinstance(log_checkpoints, bool):
             raise ConfigError(f"log_checkpoints must be true or false, got {log_checkpoints!r}")
-        if isinstance(flush_every_s, bool) or not isinstance(flush_every_s, (int, float)) or not flush_every_s > 0:
-            raise ConfigError(f"flush_every_s must be a number of seconds > 0, got {flush_every_s!r}")
+        # bounded: the backend's thread waits up to this long, and a wait past a day overflows the clock
+        if isinstance(flush_every_s, bool) or not isinstance(flush_every_s, (int, float)) \
+                or not 0 < flush_every_s <= MAX_FLUSH_S:
+            raise ConfigError(f"flush_every_s must be a number of seconds > 0 and at most {MAX_FLUSH_S:.0f} (a day), "
+                              f"got {flush_every_s!r}")
         self.log_checkpoints, self.flush_every_s = log_checkpoints, float(flush_every_s)
         self.ctx: Context | None = None
         self.run_id: str | None = None
