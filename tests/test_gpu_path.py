@@ -101,6 +101,8 @@ BAD = [  # (what, config change, message part)
     ("compile bad mode", {"compile": {"mode": "fast"}}, "compile.mode must be one of default"),
     ("timeout negative", {"distributed": {"timeout_s": -1}}, "distributed.timeout_s must be a number of seconds"),
     ("timeout text", {"distributed": {"timeout_s": "1h"}}, "distributed.timeout_s must be a number of seconds"),
+    ("timeout huge", {"distributed": {"timeout_s": 1.0e12}}, "from 1 to 604800 (a week), got 1000000000000.0"),
+    ("timeout under a second", {"distributed": {"timeout_s": 0.5}}, "from 1 to 604800 (a week), got 0.5"),
     ("timeout key", {"distributed": {"timeut_s": 5}}, "distributed.timeut_s is not a setting"),
     ("distributed scalar", {"distributed": 30}, "distributed must be a mapping"),
 ]

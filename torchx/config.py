@@ -1105,7 +1105,7 @@ def _check_distributed(section: Any) -> None:
                               f"distributed takes timeout_s (seconds a collective waits for a silent peer)")
     timeout = section.get("timeout_s")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or not 0 < timeout <= 7 * 86400):
+                                or not 1 <= timeout <= 7 * 86400):
         raise ConfigError(f"distributed.timeout_s must be a number of seconds from 1 to 604800 (a week), got "
                           f"{short_repr(timeout)}")
 
