@@ -23,7 +23,7 @@ import yaml
 from helpers import ROOT, assert_run_dir, refused, rekey, run_train, run_train_pl, tiny_config, tree, write_config
 from torchx.session import space
 from torchx.session.search import preview
-from torchx.trial import driver_url
+from torchx.trial import driver_url, open_storage
 
 optuna = pytest.importorskip("optuna")
 
@@ -266,6 +266,42 @@ def check_shared(folder: Path, trials: list, n_trials: int) -> None:
     assert all(e["attempts"] == 1 and e["state"] == "done" for e in entries)
     for e in entries:
         assert (folder / "logs" / f"{e['name']}.log").read_text().count("==== attempt") == 1
+
+
+def open_at_once(url: str, n: int) -> tuple[list, list[str]]:
+    """`n` threads open the storage at `url` at the same instant: (storages opened, errors)."""
+    import threading
+
+    barrier, opened, errors = threading.Barrier(n), [], []
+
+    def open_it() -> None:
+        barrier.wait()
+        try:
+            opened.append(open_storage(url))
+        except Exception as e:  # the test reports whatever failed
+            errors.append(f"{type(e).__name__}: {str(e).splitlines()[0]}")
+
+    threads = [threading.Thread(target=open_it) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return opened, errors
+
+
+def test_workers_opening_a_new_study_database_at_once_all_get_it(tmp_path):
+    """The tasks of a job array start together and each opens the study's new database: they race to
+    create its tables and record its schema version, and the losers must open it again, not fail
+    (Optuna's own RDBStorage, opened this way, fails for most of them)."""
+    import sqlalchemy
+
+    for round_ in range(3):
+        opened, errors = open_at_once(f"sqlite:///{tmp_path / f'study{round_}.db'}", 6)
+        assert errors == [] and len(opened) == 6
+        opened[0].create_new_study([optuna.study.StudyDirection.MINIMIZE], "s")
+        assert [s.study_name for s in opened[5].get_all_studies()] == ["s"]
+    with pytest.raises(sqlalchemy.exc.OperationalError):  # another error is raised at once
+        open_storage(f"sqlite:///{tmp_path / 'no such folder' / 'study.db'}")
 
 
 def test_two_workers_share_one_sqlite_study_without_running_a_trial_twice(tmp_path):

@@ -32,8 +32,7 @@ class Trial:
             import optuna
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            url = driver_url(self.spec["storage"])
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+            storage = open_storage(driver_url(self.spec["storage"]))
             study = optuna.load_study(study_name=self.spec["study"], storage=storage,
                                       pruner=make_pruner(self.spec["pruner"]))
             study_id = storage.get_study_id_from_name(self.spec["study"])
@@ -74,6 +73,29 @@ def driver_url(url: str) -> str:
 def engine_kwargs(url: str) -> dict:
     # SQLite: writers from several processes wait for each other instead of failing at once
     return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+
+
+def open_storage(url: str, attempts: int = 6) -> Any:
+    """Optuna's RDBStorage at `url`. Several processes opening a new database at once (the workers of a
+    job array) race to create its tables and record its schema version: the losers see "table already
+    exists" or a unique-constraint failure. The winner has then done the work, so a loser opens it
+    again after a short, randomised wait; any other error, or the same one `attempts` times, is raised."""
+    import random
+    import time
+
+    import optuna
+    from sqlalchemy import exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+        except (exc.IntegrityError, exc.OperationalError, exc.ProgrammingError) as e:
+            text = str(getattr(e, "orig", None) or e).lower()
+            raced = isinstance(e, exc.IntegrityError) or "already exists" in text
+            if not raced or attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def make_pruner(spec: dict) -> Any:

@@ -28,7 +28,7 @@ from torchx.session.document import entry, locked
 from torchx.session.plan import Experiment, Point, checked, fold_name, fold_param, folder_name, with_fold
 from torchx.session.summary import summarize, write_atomic
 from torchx.trial import ENV as TRIAL_ENV
-from torchx.trial import driver_url, engine_kwargs, make_pruner
+from torchx.trial import driver_url, engine_kwargs, make_pruner, open_storage
 
 INSTALL = "pip install 'torchx[search]' (Optuna 5.1.0; psycopg2-binary for PostgreSQL)"
 STUDY_FILE = "study.db"
@@ -208,8 +208,9 @@ class Search:
         self.folds, self.config_file = folds, config_file
         self.url = storage_url(search, folder)
         self.width = len(str(search.n_trials - 1))
+        optuna()
         try:
-            self.storage = optuna().storages.RDBStorage(self.url, engine_kwargs=engine_kwargs(self.url))
+            self.storage = open_storage(self.url)
         except Exception as e:
             raise ConfigError(f"search.storage {shown_url(self.url)}: cannot open the study ({_reason(e)})") from None
         self._studies: dict[int, Any] = {}
