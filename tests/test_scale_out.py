@@ -355,6 +355,42 @@ def test_a_job_array_from_two_folders_runs_every_experiment_once(tmp_path):
         assert starts == (["provenance-resume-1.json", "provenance.json"] if name == "lr=0.02" else
                           ["provenance.json"]), (name, starts)
         assert json.loads((session / name / "results.json").read_text())["global_step"] == 12
-    assert provenance(victim, "-resume-1")["resumed_from"].endswith("last.ckpt")
+    # last.ckpt, or the step checkpoint written just before it when the kill came between the two writes
+    assert Path(provenance(victim, "-resume-1")["resumed_from"]).resolve().parent == (victim / "ckpt").resolve()
     assert {Path(provenance(session / n)["cwd"]).name for n in entries} == {"machine-a", "machine-b"}
     assert not (folders[0] / "save").exists() and not (folders[1] / "save").exists()
+
+
+def test_a_requeued_experiment_continues_from_its_step_checkpoint_when_last_ckpt_was_never_written(tmp_path):
+    """Lightning writes a step checkpoint and then last.ckpt, each whole; a task killed between the two
+    leaves only the step checkpoint. Its requeued session continues from that checkpoint (it does not
+    start over) and ends with the weights of an uninterrupted session."""
+    cfg = tiny_config(max_epochs=2, limit_train_batches=6)
+    cfg["checkpoint"] = {"every_n_train_steps": 3}
+    cfg["imports"] = ["faults"]
+    cfg["train_wrapper"]["args"]["model_spec"]["name"] = "mlp_with_faults"
+    cfg["train_wrapper"]["args"]["model_spec"]["args"]["dropout"] = 0.2  # the resumed RNG state matters
+    cfg["train_wrapper"]["args"]["optim_spec"]["args"].pop("lr")
+    cfg["train_wrapper"]["args"]["optim_spec"]["args"]["lr_"] = [0.1]
+    write_config(tmp_path / "s.yaml", cfg)
+
+    def session(save: str, *more: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", "s.yaml", "--save-dir", save,
+                               *more], cwd=tmp_path, env=clean_env(**env), capture_output=True, text=True, timeout=300)
+
+    assert session("whole").returncode == 0
+    killed = session("save", FAULT_KILL_AT="5")  # the fifth training step: after the checkpoint of step 3
+    assert killed.returncode != 0, killed.stderr[-2000:]
+    run_dir = tmp_path / "save" / "s" / "lr=0.1"
+    assert sorted(p.name for p in (run_dir / "ckpt").glob("*.ckpt")) == ["epoch=0-step=3.ckpt", "last.ckpt"]
+    (run_dir / "ckpt" / "last.ckpt").unlink()  # as if the kill had come between the two writes
+    resumed = session("save", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    doc = yaml.safe_load((tmp_path / "save" / "s" / "session.yaml").read_text())
+    assert [(e["state"], e["attempts"], e.get("set_aside")) for e in doc["experiments"]] == [("done", 2, None)]
+    assert not (tmp_path / "save" / "s" / "attempts").exists()
+    assert sorted(p.name for p in run_dir.glob("provenance*.json")) == ["provenance-resume-1.json", "provenance.json"]
+    assert provenance(run_dir, "-resume-1")["resumed_from"].endswith("epoch=0-step=3.ckpt")
+    rows = read_metrics(run_dir / "metrics.csv")  # (it checks that the steps only increase)
+    assert rows == read_metrics(tmp_path / "whole" / "s" / "lr=0.1" / "metrics.csv")
+    assert_same_weights(run_dir, tmp_path / "whole" / "s" / "lr=0.1")

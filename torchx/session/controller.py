@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from torchx.errors import ConfigError
-from torchx.run import project_root
+from torchx.run import checkpoints, project_root
 from torchx.session.document import locked, now
 from torchx.session.plan import Experiment, cpu_count
 from torchx.session.summary import duration, write_summary
@@ -124,7 +124,7 @@ class Controller:
             how = self.decide(e, entry)
             if how is None:
                 return None
-            cmd = self.command(e, gpus, resume=how == "resume")
+            cmd = self.command(e, gpus, resume=resume_from(self.folder / e.name) if how == "resume" else None)
             log = open(self.folder / "logs" / f"{e.name}.log", "ab")
             log.write(f"==== attempt {entry['attempts'] + 1}, {now()}: {' '.join(cmd)}\n".encode())
             log.flush()
@@ -169,7 +169,7 @@ class Controller:
                               f"'{self.folder}'; --resume continues it")
         if not run_dir.exists():
             return "fresh"
-        if (run_dir / "ckpt" / "last.ckpt").is_file():
+        if resume_from(run_dir) is not None:
             return "resume"
         # stopped before its first checkpoint: nothing to resume from, so it starts over, and the
         # folder of that attempt is kept, not deleted
@@ -183,7 +183,7 @@ class Controller:
         self.say(e, f"had no checkpoint to resume from; its folder is kept as {aside}, and it starts over")
         return "fresh"
 
-    def command(self, e: Experiment, gpus: list[int] | None, resume: bool) -> list[str]:
+    def command(self, e: Experiment, gpus: list[int] | None, resume: Path | None) -> list[str]:
         script = project_root() / self.prog
         if script.is_file():
             cmd = [sys.executable, str(script)]
@@ -191,14 +191,14 @@ class Controller:
             cmd = [sys.executable, "-c", f"import sys; from torchx.cli import main; "
                                          f"sys.exit(main(None, {self.prog!r}, {self.loop!r}))"]
         cmd += ["--save-dir", str(self.folder), "--name", e.name]
-        if not resume:
+        if resume is None:
             cmd += ["--config", str(self.folder / "configs" / f"{e.name}.yaml")]
         if gpus:
             cmd += ["--gpu", ",".join(map(str, gpus))]
         if self.args.trust_checkpoint:
             cmd.append("--trust-checkpoint")
-        if resume:
-            cmd.append("--resume")
+        if resume is not None:
+            cmd += ["--resume"] if resume.name == "last.ckpt" else ["--resume", str(resume)]
         return cmd
 
     def finish(self, e: Experiment, code: int, error: str, elapsed: float) -> None:
@@ -263,6 +263,17 @@ def ended_as(run_dir: Path) -> str | None:
     except (OSError, ValueError):
         return "done"  # written, though not readable now: it ended all the same
     return "pruned" if isinstance(results, dict) and results.get("pruned") else "done"
+
+
+def resume_from(run_dir: Path) -> Path | None:
+    """The checkpoint an interrupted experiment continues from: ckpt/last.ckpt, or, when its process was
+    killed after writing a step checkpoint but before last.ckpt (Lightning writes them one after the
+    other, each whole), the newest checkpoint written; None when there is none."""
+    last = run_dir / "ckpt" / "last.ckpt"
+    if last.is_file():
+        return last
+    found = checkpoints(run_dir)
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name)) if found else None
 
 
 def alive(entry: dict) -> bool:
