@@ -7,12 +7,20 @@
 - `ExactAllReduce`: gradients all-reduced one tensor at a time, so that a resumed run sums them in the
   same order as an uninterrupted one (see its docstring).
 - `launch_record`: how the processes were started, for provenance.json.
+- `watch_children`: on one node without a launcher, the ranks Lightning starts as children of this
+  process are watched by torchx, so a rank that dies ends the run with torchx's one message and exit 1.
 """
 
 from __future__ import annotations
 
 import datetime
 import inspect
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from typing import Any
 
 import pytorch_lightning as pl
@@ -65,6 +73,62 @@ def processes(params: dict) -> int:
     devices, nodes = params.get("devices", "auto"), params.get("num_nodes", 1) or 1
     per_node = len(devices) if isinstance(devices, (list, tuple)) else devices if isinstance(devices, int) else 1
     return max(per_node, 1) * nodes
+
+
+PEER_LOST = "another DDP process died or stopped answering, so this one stops too"
+CHILD_GRACE_S = 20.0  # how long a dead rank's peers get to stop by themselves, saying why
+_peer_lost_said = threading.Event()
+
+
+def peer_lost(prog: str, run_hint: str, detail: str) -> None:
+    """torchx's one message for a run that lost a DDP process (said once per process), on stderr."""
+    if not _peer_lost_said.is_set():
+        _peer_lost_said.set()
+        print(f"{prog}: error: {PEER_LOST} (its own output above says why). Continue with {run_hint} --resume. "
+              f"[{detail}]", file=sys.stderr, flush=True)
+
+
+class ChildWatch(threading.Thread):
+    """Watches the ranks that Lightning started as children of this process (several devices on one
+    node, no torchrun or srun), in place of Lightning's own watcher.
+
+    Lightning's kills the whole job with SIGKILL, this process included, within 5 s of a child's death,
+    often before this process has met the dead peer in a collective, and so before it could say what
+    happened: the user saw Lightning's line, no torchx message, and exit status -9. This one also stops
+    the other children at once (a peer blocked in a collective with a dead rank may never return), but
+    gives this process CHILD_GRACE_S to stop by itself (the next collective fails at once when the dead
+    rank's sockets closed) and only then ends it, with the same message and exit status 1."""
+
+    def __init__(self, children: list[subprocess.Popen], prog: str, run_hint: str, every_s: float = 0.5) -> None:
+        super().__init__(daemon=True, name="torchx-child-watch")  # ends with this process
+        self.children, self.prog, self.run_hint, self.every_s = children, prog, run_hint, every_s
+
+    def run(self) -> None:
+        while True:
+            time.sleep(self.every_s)
+            codes = [c.poll() for c in self.children]
+            if all(code == 0 for code in codes):
+                return
+            dead = [(rank, c.pid, code) for rank, (c, code) in enumerate(zip(self.children, codes), 1) if code]
+            if dead:
+                break
+        for c in self.children:
+            if c.poll() is None:
+                c.send_signal(signal.SIGKILL)
+        time.sleep(CHILD_GRACE_S)
+        rank, pid, code = dead[0]
+        peer_lost(self.prog, self.run_hint, f"rank {rank} (process {pid}) ended with status {code}")
+        os._exit(1)
+
+
+def watch_children(prog: str, run_hint: str) -> None:
+    """Put ChildWatch in place of Lightning's watcher for the children its launcher starts in this
+    process (pytorch-lightning 2.6's launcher calls `_launch_process_observer(procs)` right after
+    starting them; if a later release names it otherwise, Lightning's own watcher stays)."""
+    from pytorch_lightning.strategies.launchers import subprocess_script
+
+    if hasattr(subprocess_script, "_launch_process_observer"):
+        subprocess_script._launch_process_observer = lambda procs: ChildWatch(procs, prog, run_hint).start()
 
 
 def slurm_plugin() -> list:

@@ -171,6 +171,7 @@ def train(args: argparse.Namespace, run: Run) -> int:
     # during the test) is held for the step boundary, not left to Lightning's handlers or the default
     flag = next(cb.flag for cb in kwargs["callbacks"] if isinstance(cb, PreemptionCheckpoint))
     flag.install()
+    distributed.watch_children(PROG, run_args(run.dir))
     status = "FAILED"  # what the trackers are told if anything below raises
     try:
         code = fit_and_test(run, data, wrapper, trainer, trial)
@@ -201,9 +202,7 @@ def fit_and_test(run: Run, data: pl.LightningDataModule, wrapper: pl.LightningMo
         return EXIT_NONFINITE
     except RuntimeError as e:
         if trainer.world_size > 1 and any(w in str(e) for w in PEER_FAILURE):
-            print(f"{PROG}: error: another DDP process died or stopped answering, so this one stops too "
-                  f"(its own output above says why). Continue with {run_args(run.dir)} --resume. "
-                  f"[{first_line(e, 160)}]", file=sys.stderr)
+            distributed.peer_lost(PROG, run_args(run.dir), first_line(e, 160))
             return 1
         raise
     except MisconfigurationException as e:  # e.g. a monitored metric that a user's wrapper logs only later on
