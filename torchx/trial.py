@@ -86,16 +86,15 @@ def open_storage(url: str, attempts: int = 6) -> Any:
     import optuna
     from sqlalchemy import exc
 
-    for attempt in range(attempts):
+    for attempt in range(1, attempts):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
         except (exc.IntegrityError, exc.OperationalError, exc.ProgrammingError) as e:
             text = str(getattr(e, "orig", None) or e).lower()
-            raced = isinstance(e, exc.IntegrityError) or "already exists" in text
-            if not raced or attempt == attempts - 1:
+            if not (isinstance(e, exc.IntegrityError) or "already exists" in text):
                 raise
-            time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
-    raise AssertionError("unreachable")
+            time.sleep(random.uniform(0.05, 0.25) * attempt)
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))  # the last try: its error is raised
 
 
 def make_pruner(spec: dict) -> Any:
