@@ -369,8 +369,6 @@ def test_a_dying_rank_whose_peer_is_busy_elsewhere_still_ends_the_job_with_torch
     """Rank 0 does not meet the dead rank in a collective for a long while: torchx's watch of the ranks
     Lightning started stops it after its grace period, with the one message and exit 1 (Lightning's own
     watcher killed it with SIGKILL after at most 5 s, saying only that a child had ended)."""
-    from torchx.distributed import CHILD_GRACE_S
-
     (tmp_path / "die_cb.py").write_text(DIE_MODULE)
     cfg = tiny_config(accelerator="cpu", devices=2, strategy="ddp", max_epochs=50)
     cfg.update(imports=["die_cb"], callbacks=[{"name": "die_on_rank1", "args": {"rank0_busy_s": 600}}])
@@ -388,7 +386,90 @@ def test_a_dying_rank_whose_peer_is_busy_elsewhere_still_ends_the_job_with_torch
     run_dir = tmp_path / "save" / "ddp"
     for ckpt in (run_dir / "ckpt").glob("*.ckpt"):  # no torn checkpoint: every file loads
         torch.load(ckpt, weights_only=True)
-    assert not list((run_dir / "ckpt").glob(".*.tmp")) and CHILD_GRACE_S < 60
+    assert not list((run_dir / "ckpt").glob(".*.tmp"))
+
+
+WATCH_SCRIPT = """
+import subprocess, sys, time
+from torchx.distributed import ChildWatch
+first = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(%d)"])
+second = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+ChildWatch([first, second], "train_pl.py", "--name r", every_s=0.05, grace_s=1.0).start()
+time.sleep(5)  # this process, busy: the watch ends it after its grace, or leaves it alone
+print("second child:", second.poll(), flush=True)
+second.kill()
+"""
+
+
+@pytest.mark.parametrize("first_exits, code, second, says", [
+    (9, 1, None, "rank 1 (process "),  # died: the other child stopped, this process ended after the grace
+    (75, 0, "second child: None", None),  # preempted: this process saves and exits by itself
+    (0, 0, "second child: None", None),  # a rank that finished is no loss
+])
+def test_the_child_watch_ends_the_job_only_for_a_rank_that_died(first_exits, code, second, says):
+    proc = subprocess.run([sys.executable, "-c", WATCH_SCRIPT % first_exits], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == code, proc.stderr[-2000:]
+    if second:
+        assert proc.stdout.strip() == second and proc.stderr == ""
+    else:
+        assert proc.stdout == "" and proc.stderr.count("another DDP process died") == 1
+        assert says in proc.stderr and f"ended with status {first_exits}]" in proc.stderr
+        assert "Continue with --name r --resume." in proc.stderr
+
+
+SEE_WATCH_MODULE = '''
+import pytorch_lightning as pl
+from pytorch_lightning.strategies.launchers import subprocess_script
+import torchx.callbacks as callbacks
+
+SEEN = []
+
+@callbacks.register("see_watch")
+class SeeWatch(pl.Callback):
+    """Records whose child-process watcher a DDP launch would start while the run trains."""
+    def on_train_start(self, trainer, pl_module):
+        SEEN.append(subprocess_script._launch_process_observer)
+'''
+
+
+def test_the_child_watch_is_in_place_only_while_a_run_trains(tmp_path, monkeypatch):
+    """torchx's watch replaces Lightning's only during the run: a later Trainer in the same process
+    (a notebook, another tool) gets Lightning's own back."""
+    from pytorch_lightning.strategies.launchers import subprocess_script
+
+    lightnings = subprocess_script._launch_process_observer
+    (tmp_path / "see_watch.py").write_text(SEE_WATCH_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(max_epochs=1)
+    cfg.update(imports=["see_watch"], callbacks=[{"name": "see_watch"}])
+    assert run_train_pl(["--config", str(write_config(tmp_path / "c.yaml", cfg))]) == 0
+    import see_watch
+
+    assert len(see_watch.SEEN) == 1 and see_watch.SEEN[0] is not lightnings
+    assert see_watch.SEEN[0].__module__ == "torchx.distributed"
+    assert subprocess_script._launch_process_observer is lightnings
+
+
+def test_a_preempted_one_node_ddp_run_saves_and_exits_75_with_no_lost_peer(tmp_path):
+    """SIGTERM to every process of a run on two devices (as scancel or a Ctrl-C at the terminal sends
+    it): the children exit 75 as rank 0 does; torchx's watch of them takes that for the preemption it
+    is, not for a lost rank, and lets rank 0 save last.ckpt and exit 75."""
+    cfg = tiny_config(accelerator="cpu", devices=2, strategy="ddp", max_epochs=200)
+    cfg["checkpoint"] = {"every_n_train_steps": 2}
+    path = write_config(tmp_path / "ddp.yaml", cfg)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "PL_GLOBAL_SEED")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train_pl.py"), "--config", str(path), "--save-dir", "save"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    assert wait_for(tmp_path / "save" / "ddp" / "ckpt" / "last.ckpt", proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 75
+    err = proc.stderr.read()
+    assert "preempted: SIGTERM received" in err and "another DDP process" not in err, err[-2000:]
+    assert torch.load(tmp_path / "save" / "ddp" / "ckpt" / "last.ckpt", weights_only=True)["global_step"] < 800
 
 
 def test_two_runs_claiming_one_name_at_once_cannot_share_it(tmp_path):

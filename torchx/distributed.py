@@ -7,12 +7,13 @@
 - `ExactAllReduce`: gradients all-reduced one tensor at a time, so that a resumed run sums them in the
   same order as an uninterrupted one (see its docstring).
 - `launch_record`: how the processes were started, for provenance.json.
-- `watch_children`: on one node without a launcher, the ranks Lightning starts as children of this
+- `children_watched`: on one node without a launcher, the ranks Lightning starts as children of this
   process are watched by torchx, so a rank that dies ends the run with torchx's one message and exit 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import inspect
 import os
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
@@ -97,38 +99,54 @@ class ChildWatch(threading.Thread):
     happened: the user saw Lightning's line, no torchx message, and exit status -9. This one also stops
     the other children at once (a peer blocked in a collective with a dead rank may never return), but
     gives this process CHILD_GRACE_S to stop by itself (the next collective fails at once when the dead
-    rank's sockets closed) and only then ends it, with the same message and exit status 1."""
+    rank's sockets closed) and only then ends it, with the same message and exit status 1. A child that
+    exits 75 was preempted, as this process is then too: it is left to save last.ckpt and exit 75."""
 
-    def __init__(self, children: list[subprocess.Popen], prog: str, run_hint: str, every_s: float = 0.5) -> None:
+    def __init__(self, children: list[subprocess.Popen], prog: str, run_hint: str, every_s: float = 0.5,
+                 grace_s: float = CHILD_GRACE_S) -> None:
         super().__init__(daemon=True, name="torchx-child-watch")  # ends with this process
-        self.children, self.prog, self.run_hint, self.every_s = children, prog, run_hint, every_s
+        self.children, self.prog, self.run_hint = children, prog, run_hint
+        self.every_s, self.grace_s = every_s, grace_s
 
     def run(self) -> None:
+        from torchx.checkpoint import EXIT_PREEMPTED
+
         while True:
             time.sleep(self.every_s)
             codes = [c.poll() for c in self.children]
-            if all(code == 0 for code in codes):
-                return
-            dead = [(rank, c.pid, code) for rank, (c, code) in enumerate(zip(self.children, codes), 1) if code]
+            dead = [(rank, c.pid, code) for rank, (c, code) in enumerate(zip(self.children, codes), 1)
+                    if code not in (None, 0, EXIT_PREEMPTED)]
             if dead:
                 break
+            if None not in codes or EXIT_PREEMPTED in codes:  # all ended well, or preempted: nothing to do
+                return
         for c in self.children:
             if c.poll() is None:
                 c.send_signal(signal.SIGKILL)
-        time.sleep(CHILD_GRACE_S)
+        time.sleep(self.grace_s)
         rank, pid, code = dead[0]
         peer_lost(self.prog, self.run_hint, f"rank {rank} (process {pid}) ended with status {code}")
         os._exit(1)
 
 
-def watch_children(prog: str, run_hint: str) -> None:
-    """Put ChildWatch in place of Lightning's watcher for the children its launcher starts in this
-    process (pytorch-lightning 2.6's launcher calls `_launch_process_observer(procs)` right after
-    starting them; if a later release names it otherwise, Lightning's own watcher stays)."""
+@contextlib.contextmanager
+def children_watched(prog: str, run_hint: str) -> Iterator[None]:
+    """While training: ChildWatch in place of Lightning's watcher for the children its launcher starts in
+    this process (pytorch-lightning 2.6's launcher calls `_launch_process_observer(procs)` right after
+    starting them; if a later release names it otherwise, Lightning's own watcher stays). The peer-lost
+    message may be said once in this run; Lightning's watcher is back afterwards."""
     from pytorch_lightning.strategies.launchers import subprocess_script
 
-    if hasattr(subprocess_script, "_launch_process_observer"):
-        subprocess_script._launch_process_observer = lambda procs: ChildWatch(procs, prog, run_hint).start()
+    _peer_lost_said.clear()
+    lightnings = getattr(subprocess_script, "_launch_process_observer", None)
+    if lightnings is None:
+        yield
+        return
+    subprocess_script._launch_process_observer = lambda procs: ChildWatch(procs, prog, run_hint).start()
+    try:
+        yield
+    finally:
+        subprocess_script._launch_process_observer = lightnings
 
 
 def slurm_plugin() -> list:

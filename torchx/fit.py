@@ -171,10 +171,10 @@ def train(args: argparse.Namespace, run: Run) -> int:
     # during the test) is held for the step boundary, not left to Lightning's handlers or the default
     flag = next(cb.flag for cb in kwargs["callbacks"] if isinstance(cb, PreemptionCheckpoint))
     flag.install()
-    distributed.watch_children(PROG, run_args(run.dir))
     status = "FAILED"  # what the trackers are told if anything below raises
     try:
-        code = fit_and_test(run, data, wrapper, trainer, trial)
+        with distributed.children_watched(PROG, run_args(run.dir)):
+            code = fit_and_test(run, data, wrapper, trainer, trial)
         status = "FINISHED" if code == 0 else "KILLED" if code in (EXIT_PREEMPTED, 130) else "FAILED"
         return code
     finally:
