@@ -300,7 +300,7 @@ def test_workers_opening_a_new_study_database_at_once_all_get_it(tmp_path):
         assert errors == [] and len(opened) == 6
         opened[0].create_new_study([optuna.study.StudyDirection.MINIMIZE], "s")
         assert [s.study_name for s in opened[5].get_all_studies()] == ["s"]
-    with pytest.raises(sqlalchemy.exc.OperationalError):  # another error is raised at once
+    with pytest.raises(sqlalchemy.exc.OperationalError):  # another error is raised, not taken for the race
         open_storage(f"sqlite:///{tmp_path / 'no such folder' / 'study.db'}")
 
 
