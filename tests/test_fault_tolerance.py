@@ -418,6 +418,26 @@ def test_the_child_watch_ends_the_job_only_for_a_rank_that_died(first_exits, cod
         assert "Continue with --name r --resume." in proc.stderr
 
 
+# what gloo raised in collectives on a 2-node run when a node was killed or stopped (SIGSTOP), both
+# the side whose timeout fired and the side that then saw its pair closed, and errors that are not a loss
+@pytest.mark.parametrize("text, lost", [
+    ("[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 10000ms for recv "
+     "operation to complete", True),
+    ("Application timeout caused pair closure", True),
+    ("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:41337", True),
+    ("[../third_party/gloo/gloo/transport/tcp/pair.cc:598] Connection reset by peer", True),
+    ("NCCL communicator was aborted on rank 1", True),
+    ("mat1 and mat2 shapes cannot be multiplied (64x10 and 12x10)", False),
+    ("CUDA out of memory. Tried to allocate 2.00 GiB", False),
+    ("The server socket has failed to listen on any local network address. port: 29500, useIpv6: 0, "
+     "code: -98, name: EADDRINUSE, message: address already in use", False),
+])
+def test_which_collective_errors_mean_a_lost_peer(text, lost):
+    from torchx.distributed import is_peer_failure
+
+    assert is_peer_failure(RuntimeError(text)) is lost
+
+
 SEE_WATCH_MODULE = '''
 import pytorch_lightning as pl
 from pytorch_lightning.strategies.launchers import subprocess_script

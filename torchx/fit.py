@@ -40,8 +40,6 @@ from torchx.trial import Trial, from_environment
 
 PROG = "train_pl.py"
 # what gloo / NCCL say when a peer process is gone (a crash, an OOM kill, a node lost)
-PEER_FAILURE = ("Connection reset by peer", "Connection closed by peer", "NCCL communicator was aborted",
-                "Socket Timeout", "Timed out", "ProcessGroupNCCL", "Broken pipe")
 
 _lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
 _lightning_log.addFilter(lambda record: "litlogger" not in record.getMessage())  # an advert, not information
@@ -201,7 +199,7 @@ def fit_and_test(run: Run, data: pl.LightningDataModule, wrapper: pl.LightningMo
               f"batches", file=sys.stderr)
         return EXIT_NONFINITE
     except RuntimeError as e:
-        if trainer.world_size > 1 and any(w in str(e) for w in PEER_FAILURE):
+        if trainer.world_size > 1 and distributed.is_peer_failure(e):
             distributed.peer_lost(PROG, run_args(run.dir), first_line(e, 160))
             return 1
         raise
