@@ -39,7 +39,6 @@ from torchx.run import Run, check_fits, claim, is_rank_zero, run_args
 from torchx.trial import Trial, from_environment
 
 PROG = "train_pl.py"
-# what gloo / NCCL say when a peer process is gone (a crash, an OOM kill, a node lost)
 
 _lightning_log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
 _lightning_log.addFilter(lambda record: "litlogger" not in record.getMessage())  # an advert, not information
