@@ -390,30 +390,37 @@ def test_a_dying_rank_whose_peer_is_busy_elsewhere_still_ends_the_job_with_torch
 
 
 WATCH_SCRIPT = """
-import subprocess, sys, time
+import subprocess, sys, threading, time
 from torchx.distributed import ChildWatch
+run_over = threading.Event()
 first = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(%d)"])
 second = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-ChildWatch([first, second], "train_pl.py", "--name r", every_s=0.05, grace_s=1.0).start()
+ChildWatch([first, second], "train_pl.py", "--name r", every_s=0.05, grace_s=2.0, run_over=run_over).start()
+if %s:  # this process's training returns by itself within the grace (it met the loss, or raised)
+    first.wait()
+    time.sleep(0.5)
+    run_over.set()
 time.sleep(5)  # this process, busy: the watch ends it after its grace, or leaves it alone
 print("second child:", second.poll(), flush=True)
 second.kill()
 """
 
 
-@pytest.mark.parametrize("first_exits, code, second, says", [
-    (9, 1, None, "rank 1 (process "),  # died: the other child stopped, this process ended after the grace
-    (75, 0, "second child: None", None),  # preempted: this process saves and exits by itself
-    (0, 0, "second child: None", None),  # a rank that finished is no loss
+@pytest.mark.parametrize("first_exits, over, code, second, says", [
+    (9, False, 1, None, "rank 1 (process "),  # died: the other child stopped, this process ended after the grace
+    (9, True, 0, "second child: -9", "rank 1 (process "),  # died, and this process stopped by itself: left to end
+    (75, False, 0, "second child: None", None),  # preempted: this process saves and exits by itself
+    (0, False, 0, "second child: None", None),  # a rank that finished is no loss
 ])
-def test_the_child_watch_ends_the_job_only_for_a_rank_that_died(first_exits, code, second, says):
-    proc = subprocess.run([sys.executable, "-c", WATCH_SCRIPT % first_exits], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+def test_the_child_watch_ends_the_job_only_for_a_rank_that_died(first_exits, over, code, second, says):
+    proc = subprocess.run([sys.executable, "-c", WATCH_SCRIPT % (first_exits, over)], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == code, proc.stderr[-2000:]
-    if second:
-        assert proc.stdout.strip() == second and proc.stderr == ""
+    assert proc.stdout.strip() == (second or "")
+    if says is None:
+        assert proc.stderr == ""
     else:
-        assert proc.stdout == "" and proc.stderr.count("another DDP process died") == 1
+        assert proc.stderr.count("another DDP process died") == 1
         assert says in proc.stderr and f"ended with status {first_exits}]" in proc.stderr
         assert "Continue with --name r --resume." in proc.stderr
 

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -113,33 +112,39 @@ class ChildWatch(threading.Thread):
     the other children at once (a peer blocked in a collective with a dead rank may never return), but
     gives this process CHILD_GRACE_S to stop by itself (the next collective fails at once when the dead
     rank's sockets closed) and only then ends it, with the same message and exit status 1. A child that
-    exits 75 was preempted, as this process is then too: it is left to save last.ckpt and exit 75."""
+    exits 75 was preempted, as this process is then too: it is left to save last.ckpt and exit 75.
+
+    `run_over` is set when this process's training returns (see `children_watched`): the watch ends
+    then, and a process that stopped by itself within the grace is left to finish (its trackers, its
+    exit status) rather than ended under it."""
 
     def __init__(self, children: list[subprocess.Popen], prog: str, run_hint: str, every_s: float = 0.5,
-                 grace_s: float = CHILD_GRACE_S) -> None:
+                 grace_s: float = CHILD_GRACE_S, run_over: threading.Event | None = None) -> None:
         super().__init__(daemon=True, name="torchx-child-watch")  # ends with this process
         self.children, self.prog, self.run_hint = children, prog, run_hint
         self.every_s, self.grace_s = every_s, grace_s
+        self.run_over = run_over or threading.Event()
 
     def run(self) -> None:
         from torchx.checkpoint import EXIT_PREEMPTED
 
         while True:
-            time.sleep(self.every_s)
+            over = self.run_over.wait(self.every_s)
             codes = [c.poll() for c in self.children]
             dead = [(rank, c.pid, code) for rank, (c, code) in enumerate(zip(self.children, codes), 1)
                     if code not in (None, 0, EXIT_PREEMPTED)]
             if dead:
                 break
-            if None not in codes or EXIT_PREEMPTED in codes:  # all ended well, or preempted: nothing to do
+            if over or None not in codes or EXIT_PREEMPTED in codes:  # run over, all ended well, or preempted
                 return
         for c in self.children:
             if c.poll() is None:
                 c.send_signal(signal.SIGKILL)
-        time.sleep(self.grace_s)
+        stopped_by_itself = self.run_over.wait(self.grace_s)
         rank, pid, code = dead[0]
         peer_lost(self.prog, self.run_hint, f"rank {rank} (process {pid}) ended with status {code}")
-        os._exit(1)
+        if not stopped_by_itself:
+            os._exit(1)
 
 
 @contextlib.contextmanager
@@ -155,10 +160,13 @@ def children_watched(prog: str, run_hint: str) -> Iterator[None]:
     if lightnings is None:
         yield
         return
-    subprocess_script._launch_process_observer = lambda procs: ChildWatch(procs, prog, run_hint).start()
+    run_over = threading.Event()
+    subprocess_script._launch_process_observer = lambda procs: ChildWatch(procs, prog, run_hint,
+                                                                          run_over=run_over).start()
     try:
         yield
     finally:
+        run_over.set()
         subprocess_script._launch_process_observer = lightnings
 
 
