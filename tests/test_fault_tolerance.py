@@ -434,8 +434,12 @@ def test_the_child_watch_ends_the_job_only_for_a_rank_that_died(first_exits, ove
     ("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:41337", True),
     ("[../third_party/gloo/gloo/transport/tcp/pair.cc:598] Connection reset by peer", True),
     ("NCCL communicator was aborted on rank 1", True),
+    ("[Rank 0] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=42, OpType=ALLREDUCE) ran for "
+     "1800000 milliseconds before timing out.", True),
     ("mat1 and mat2 shapes cannot be multiplied (64x10 and 12x10)", False),
     ("CUDA out of memory. Tried to allocate 2.00 GiB", False),
+    ("DataLoader timed out after 5 seconds", False),  # the user's loader on this rank, not a peer
+    ("HTTPSConnectionPool(host='example.org', port=443): Read timed out. (read timeout=10)", False),
     ("The server socket has failed to listen on any local network address. port: 29500, useIpv6: 0, "
      "code: -98, name: EADDRINUSE, message: address already in use", False),
 ])

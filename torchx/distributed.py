@@ -79,8 +79,8 @@ def processes(params: dict) -> int:
 PEER_LOST = "another DDP process died or stopped answering, so this one stops too"
 # what gloo and NCCL say when a peer is gone or silent past the process-group timeout (lower case)
 PEER_FAILURE = ("connection reset by peer", "connection closed by peer", "nccl communicator was aborted",
-                "socket timeout", "timed out", "application timeout", "pair closure", "processgroupnccl",
-                "broken pipe")
+                "socket timeout", "timed out waiting", "collective operation timeout", "application timeout",
+                "pair closure", "processgroupnccl", "broken pipe")
 CHILD_GRACE_S = 20.0  # how long a dead rank's peers get to stop by themselves, saying why
 _peer_lost_said = threading.Event()
 
@@ -89,7 +89,8 @@ def is_peer_failure(e: BaseException) -> bool:
     """Whether a collective failed because another process died, hung or was cut off. Which words
     come depends on the backend and on which side met the loss first: with gloo, the rank whose
     timeout fires first reads "Timed out waiting ...", the others "Application timeout caused pair
-    closure" (or, on a loaded machine, every rank reads the latter)."""
+    closure" (or, on a loaded machine, every rank reads the latter). The words are the backends' own, so
+    a user's error that merely says "timed out" (a DataLoader's, an HTTP client's) keeps its traceback."""
     text = str(e).lower()
     return any(w in text for w in PEER_FAILURE)
 
